@@ -1,0 +1,37 @@
+//! `cllm`: the command-line front end — `cllm demo` runs the main job on
+//! embedded defaults, `cllm bench <suite> [--json]` runs a benchmark suite
+//! against its baseline in the same process.
+
+mod bench;
+mod demo;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  cllm demo                      run the main job on embedded defaults
+  cllm bench <suite> [--json]    run a benchmark suite; suites: spheres
+  cllm version                   print the library version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("version") | Some("--version") => {
+            println!("cllm {}", cllm::VERSION);
+            Ok(())
+        }
+        Some("help") | Some("--help") | Some("-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown or missing command\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cllm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

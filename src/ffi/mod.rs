@@ -1,0 +1,92 @@
+//! The C ABI. One file per public header; each function checks its
+//! arguments, converts types, runs the core inside a panic boundary and
+//! records failures for `cllm_last_error()`.
+
+pub mod common;
+pub mod kissing_spheres;
+
+use crate::error::Error;
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+/// Records `msg` as this thread's last error.
+pub(crate) fn set_error(msg: &str) {
+    // Interior NULs cannot be represented in a C string; replace them.
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(c));
+}
+
+/// Forgets this thread's last error.
+pub(crate) fn clear_error() {
+    LAST_ERROR.with(|e| *e.borrow_mut() = None);
+}
+
+/// Pointer to this thread's last error message, or NULL.
+pub(crate) fn last_error_ptr() -> *const std::os::raw::c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+}
+
+/// Runs `f` behind a panic boundary. An `Err` or a panic records the message
+/// and yields `on_error`.
+pub(crate) fn guard<T>(on_error: T, f: impl FnOnce() -> Result<T, Error>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            set_error(&e.to_string());
+            on_error
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_error(&format!("internal error (panic caught at the C boundary): {what}"));
+            on_error
+        }
+    }
+}
+
+/// Turns a nullable pointer into a reference or an invalid-argument error.
+///
+/// # Safety
+/// `p` must be NULL or point to a live `T` for the returned lifetime.
+pub(crate) unsafe fn deref<'a, T>(p: *const T, what: &str) -> Result<&'a T, Error> {
+    // SAFETY: the caller guarantees `p` is NULL or valid; NULL is rejected.
+    unsafe { p.as_ref() }.ok_or_else(|| Error::InvalidArgument(format!("{what} is NULL")))
+}
+
+/// Converts a C count to `usize`, rejecting negatives.
+pub(crate) fn count(n: i64, what: &str) -> Result<usize, Error> {
+    usize::try_from(n).map_err(|_| Error::InvalidArgument(format!("{what} must not be negative, got {n}")))
+}
+
+/// A C timeout in milliseconds: negative = wait forever.
+pub(crate) fn timeout(ms: i64) -> Option<std::time::Duration> {
+    (ms >= 0).then(|| std::time::Duration::from_millis(ms as u64))
+}
+
+/// Copies `text` into a caller buffer the way `snprintf` does: writes at
+/// most `cap - 1` bytes plus a NUL and returns the full length.
+///
+/// # Safety
+/// `buf` must be NULL (then `cap` must be 0) or valid for `cap` bytes.
+pub(crate) unsafe fn write_c_string(text: &str, buf: *mut std::os::raw::c_char, cap: usize) -> Result<i64, Error> {
+    if buf.is_null() && cap != 0 {
+        return Err(Error::InvalidArgument("buffer is NULL but capacity is not 0".into()));
+    }
+    if cap > 0 {
+        let n = text.len().min(cap - 1);
+        // SAFETY: buf is valid for cap bytes and n + 1 <= cap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    i64::try_from(text.len()).map_err(|_| Error::InvalidArgument("text too long".into()))
+}

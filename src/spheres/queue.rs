@@ -1,0 +1,249 @@
+//! A sphere's work queue: FIFO for its owner, newest-first for thieves.
+//!
+//! Entries are chunks (ranges over a shared item array) so that per-item
+//! cost stays tiny; a chunk larger than the grain is split on the way out.
+
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Where a chunk's item values come from.
+#[derive(Clone, Debug)]
+pub(crate) enum Items {
+    /// A copy of the caller's array (shared by the chunks cut from it).
+    Array(Arc<[u64]>),
+    /// Consecutive values: item at index i is `first + i`.
+    Range(u64),
+}
+
+/// A run of items `start..end` of one [`Items`] source.
+#[derive(Clone, Debug)]
+pub(crate) struct Chunk {
+    items: Items,
+    start: usize,
+    end: usize,
+}
+
+impl Chunk {
+    /// The whole of `items[start..end]`.
+    pub(crate) fn new(items: Items, start: usize, end: usize) -> Chunk {
+        debug_assert!(start <= end);
+        Chunk { items, start, end }
+    }
+
+    /// A chunk owning a copy of `values`.
+    pub(crate) fn copy_of(values: &[u64]) -> Chunk {
+        Chunk::new(Items::Array(Arc::from(values)), 0, values.len())
+    }
+
+    /// Number of items.
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Cuts off and returns the first `n` items (all when `n ≥ len`).
+    fn split_front(&mut self, n: usize) -> Chunk {
+        let mid = self.start + n.min(self.len());
+        let front = Chunk::new(self.items.clone(), self.start, mid);
+        self.start = mid;
+        front
+    }
+
+    /// Cuts off and returns the newest (last) half, rounded up.
+    fn split_back_half(&mut self) -> Chunk {
+        let mid = self.start + self.len() / 2;
+        let back = Chunk::new(self.items.clone(), mid, self.end);
+        self.end = mid;
+        back
+    }
+
+    /// Calls `f` on every item in order.
+    #[inline]
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u64)) {
+        match &self.items {
+            Items::Array(a) => a[self.start..self.end].iter().for_each(|&v| f(v)),
+            Items::Range(first) => (self.start..self.end).for_each(|i| f(first + i as u64)),
+        }
+    }
+}
+
+/// What a steal took: the chunks, newest first, and their item count.
+pub(crate) struct Stolen {
+    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) items: usize,
+}
+
+/// Queue of one sphere. Lock-protected deque plus lock-free length hints so
+/// that scanning for work never takes a lock on an empty queue.
+#[derive(Default)]
+pub(crate) struct WorkQueue {
+    deque: Mutex<VecDeque<Chunk>>,
+    chunks: AtomicUsize,
+    items: AtomicUsize,
+    steal_disabled: AtomicBool,
+}
+
+/// Steal several chunks at once only when the victim holds at least this many.
+const BATCH_STEAL_THRESHOLD: usize = 4;
+/// Upper bound on chunks taken by one steal.
+const MAX_BATCH_STEAL: usize = 32;
+
+impl WorkQueue {
+    /// Chunks queued (a hint: may be stale by the time it is read).
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.load(Ordering::Acquire)
+    }
+
+    /// Items queued (a hint).
+    pub(crate) fn item_count(&self) -> usize {
+        self.items.load(Ordering::Relaxed)
+    }
+
+    /// Allows or forbids thieves on this queue; the owner still pops.
+    pub(crate) fn set_stealing(&self, enabled: bool) {
+        self.steal_disabled.store(!enabled, Ordering::Relaxed);
+    }
+
+    /// Whether thieves may take from this queue.
+    pub(crate) fn stealing_enabled(&self) -> bool {
+        !self.steal_disabled.load(Ordering::Relaxed)
+    }
+
+    /// Appends a chunk (it becomes the newest).
+    pub(crate) fn push(&self, chunk: Chunk) {
+        let n = chunk.len();
+        let mut q = self.deque.lock();
+        q.push_back(chunk);
+        self.items.fetch_add(n, Ordering::Relaxed);
+        self.chunks.fetch_add(1, Ordering::Release);
+    }
+
+    /// Owner side: the oldest items, at most `grain` of them. Returns the
+    /// piece and how many chunks left the queue (0 or 1).
+    pub(crate) fn pop_front(&self, grain: usize) -> Option<(Chunk, usize)> {
+        if self.chunk_count() == 0 {
+            return None;
+        }
+        let mut q = self.deque.lock();
+        let front = q.front_mut()?;
+        let (piece, removed) = if front.len() > grain {
+            (front.split_front(grain), 0)
+        } else {
+            (q.pop_front()?, 1)
+        };
+        self.items.fetch_sub(piece.len(), Ordering::Relaxed);
+        self.chunks.fetch_sub(removed, Ordering::Release);
+        Some((piece, removed))
+    }
+
+    /// Thief side: the newest work. Takes up to half of the chunks when
+    /// there are many, or the newest half of a lone large chunk. Returns the
+    /// stolen work newest first and how many chunks left the queue.
+    pub(crate) fn steal(&self, grain: usize) -> Option<(Stolen, usize)> {
+        if self.chunk_count() == 0 || !self.stealing_enabled() {
+            return None;
+        }
+        let mut q = self.deque.lock();
+        let len = q.len();
+        let (chunks, removed) = match len {
+            0 => return None,
+            1 if q[0].len() > grain => (vec![q[0].split_back_half()], 0),
+            n if n >= BATCH_STEAL_THRESHOLD => {
+                let take = (n / 2).min(MAX_BATCH_STEAL);
+                let mut v: Vec<Chunk> = Vec::with_capacity(take);
+                for _ in 0..take {
+                    v.extend(q.pop_back());
+                }
+                (v, take)
+            }
+            _ => (q.pop_back().into_iter().collect(), 1),
+        };
+        let items = chunks.iter().map(Chunk::len).sum();
+        self.items.fetch_sub(items, Ordering::Relaxed);
+        self.chunks.fetch_sub(removed, Ordering::Release);
+        Some((Stolen { chunks, items }, removed))
+    }
+
+    /// Removes everything; returns (chunks, items) removed.
+    pub(crate) fn clear(&self) -> (usize, usize) {
+        let mut q = self.deque.lock();
+        let chunks = q.len();
+        let items: usize = q.drain(..).map(|c| c.len()).sum();
+        self.items.fetch_sub(items, Ordering::Relaxed);
+        self.chunks.fetch_sub(chunks, Ordering::Release);
+        (chunks, items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(c: &Chunk) -> Vec<u64> {
+        let mut v = Vec::new();
+        c.for_each(|x| v.push(x));
+        v
+    }
+
+    fn single(v: u64) -> Chunk {
+        Chunk::copy_of(&[v])
+    }
+
+    #[test]
+    fn owner_pops_fifo() {
+        let q = WorkQueue::default();
+        for v in 1..=5 {
+            q.push(single(v));
+        }
+        let got: Vec<u64> = std::iter::from_fn(|| q.pop_front(8)).flat_map(|(c, _)| values(&c)).collect();
+        assert_eq!(got, vec![1, 2, 3, 4, 5]);
+        assert_eq!(q.item_count(), 0);
+    }
+
+    #[test]
+    fn thief_takes_newest_first() {
+        let q = WorkQueue::default();
+        for v in 1..=3 {
+            q.push(single(v));
+        }
+        let (s, removed) = q.steal(8).unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(values(&s.chunks[0]), vec![3]);
+        assert_eq!(values(&q.pop_front(8).unwrap().0), vec![1]);
+    }
+
+    #[test]
+    fn batch_steal_takes_half_newest_first() {
+        let q = WorkQueue::default();
+        for v in 1..=8 {
+            q.push(single(v));
+        }
+        let (s, removed) = q.steal(8).unwrap();
+        assert_eq!(removed, 4);
+        let got: Vec<u64> = s.chunks.iter().flat_map(values).collect();
+        assert_eq!(got, vec![8, 7, 6, 5]);
+        assert_eq!(q.chunk_count(), 4);
+    }
+
+    #[test]
+    fn large_chunk_is_split_not_handed_whole() {
+        let q = WorkQueue::default();
+        q.push(Chunk::new(Items::Range(100), 0, 10));
+        let (s, removed) = q.steal(2).unwrap();
+        assert_eq!(removed, 0);
+        assert_eq!(values(&s.chunks[0]), vec![105, 106, 107, 108, 109]);
+        let (front, _) = q.pop_front(2).unwrap();
+        assert_eq!(values(&front), vec![100, 101]);
+        assert_eq!(q.item_count(), 3);
+    }
+
+    #[test]
+    fn disabled_stealing_blocks_thieves_only() {
+        let q = WorkQueue::default();
+        q.push(single(1));
+        q.set_stealing(false);
+        assert!(q.steal(8).is_none());
+        assert!(q.pop_front(8).is_some());
+    }
+}

@@ -1,0 +1,833 @@
+//! The running scheduler: a bounded set of worker threads executing the
+//! work queued on logical spheres.
+
+use super::barrier::TimedBarrier;
+use super::hierarchy::{Hierarchy, MAX_SPHERES};
+use super::mailbox::{Mailbox, Message, MessageKind, Priority};
+use super::queue::{Chunk, Items, WorkQueue};
+use super::stats::{SphereCounters, SphereState, SphereStats, SystemSummary};
+use crate::error::{invalid, Error, Result};
+use crossbeam_utils::{Backoff, CachePadded};
+use parking_lot::{Condvar, Mutex};
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The per-item work function: `(item, sphere_id)`.
+pub type WorkFn = Arc<dyn Fn(u64, usize) + Send + Sync>;
+
+/// Items a worker takes from a queue at a time; larger chunks are split.
+/// Big enough that locking is amortised, small enough to balance 1 µs items.
+const GRAIN: usize = 256;
+/// Hard ceiling on worker threads, a guard against absurd requests.
+pub const MAX_THREADS: usize = 1024;
+/// Default mailbox capacity per sphere.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 256;
+
+/// How to build a [`SphereSystem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SphereOptions {
+    /// Shape of the tree.
+    pub shape: Shape,
+    /// Worker threads; 0 = the CPUs this process may use.
+    pub threads: usize,
+    /// f32 elements in each sphere's reduction buffer (0 = none).
+    pub buffer_len: usize,
+    /// Messages each mailbox holds before rejecting.
+    pub mailbox_capacity: usize,
+    /// Pin worker i to the i-th usable CPU (modulo their count).
+    pub pin_threads: bool,
+}
+
+/// The shape of the sphere tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Full tree of 1..=4 levels (1, 13, 157 or 1885 spheres).
+    Levels(usize),
+    /// First n spheres breadth-first (1..=1885): a partial last level.
+    Spheres(usize),
+}
+
+impl Default for SphereOptions {
+    fn default() -> Self {
+        SphereOptions {
+            shape: Shape::Levels(2),
+            threads: 0,
+            buffer_len: 0,
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            pin_threads: false,
+        }
+    }
+}
+
+/// Runtime state of one sphere.
+pub(crate) struct Sphere {
+    pub(crate) queue: WorkQueue,
+    pub(crate) counters: SphereCounters,
+    pub(crate) state: AtomicUsize,
+    pub(crate) mailbox: Mailbox,
+    pub(crate) buffer: Mutex<Vec<f32>>,
+}
+
+/// Static plan of one worker, fixed at creation.
+struct WorkerPlan {
+    /// Sphere whose id the worker reports for stolen work.
+    home: usize,
+    /// Spheres this worker drains FIFO, ascending.
+    owned: Vec<usize>,
+    /// Other spheres, nearest in the tree first: where it steals.
+    steal_order: Vec<usize>,
+}
+
+static NEXT_SYSTEM_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// (system id, worker index) of the worker running on this thread.
+    static CURRENT_WORKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// State shared between the handle and its worker threads.
+struct Shared {
+    id: usize,
+    hierarchy: Hierarchy,
+    spheres: Box<[CachePadded<Sphere>]>,
+    owner: Vec<usize>,
+    plans: Vec<WorkerPlan>,
+    /// Leaves interleaved across the 12 groups: distribution order.
+    spread: Vec<usize>,
+    spread_cursor: AtomicUsize,
+    owned_queued: Box<[CachePadded<AtomicUsize>]>,
+    queued_chunks: CachePadded<AtomicUsize>,
+    pending_items: CachePadded<AtomicU64>,
+    work_fn: Mutex<Option<WorkFn>>,
+    sleepers: AtomicUsize,
+    sleep_lock: Mutex<()>,
+    wake: Condvar,
+    shutdown: AtomicBool,
+    done_lock: Mutex<()>,
+    done: Condvar,
+    epoch_barrier: TimedBarrier,
+    level_barriers: Vec<Option<TimedBarrier>>,
+    buffer_len: usize,
+    pin_threads: bool,
+    failed_items: AtomicU64,
+}
+
+struct Control {
+    threads: Vec<JoinHandle<()>>,
+    running: bool,
+    starts: u64,
+}
+
+/// A kissing-spheres scheduler: a tree of logical spheres run by a bounded
+/// pool of worker threads with work stealing. All methods take `&self` and
+/// may be called from any thread.
+pub struct SphereSystem {
+    shared: Arc<Shared>,
+    control: Mutex<Control>,
+}
+
+impl SphereSystem {
+    /// Builds the tree, its queues, mailboxes and buffers. No thread runs
+    /// until [`SphereSystem::start`].
+    pub fn new(options: &SphereOptions) -> Result<SphereSystem> {
+        let hierarchy = match options.shape {
+            Shape::Levels(l) => Hierarchy::full(l)?,
+            Shape::Spheres(n) => Hierarchy::partial(n)?,
+        };
+        let threads = if options.threads == 0 { crate::sys::usable_cpus() } else { options.threads };
+        if threads > MAX_THREADS {
+            return Err(invalid!("num_threads must be at most {MAX_THREADS}, got {threads}"));
+        }
+        if options.mailbox_capacity == 0 {
+            return Err(invalid!("mailbox capacity must be at least 1"));
+        }
+        let buffer_bytes = (options.buffer_len as u128) * (hierarchy.len() as u128) * 4;
+        if buffer_bytes > (isize::MAX as u128) / 2 {
+            return Err(invalid!("reduction buffers of {} floats per sphere are too large", options.buffer_len));
+        }
+        let spheres: Box<[CachePadded<Sphere>]> = (0..hierarchy.len())
+            .map(|_| {
+                CachePadded::new(Sphere {
+                    queue: WorkQueue::default(),
+                    counters: SphereCounters::default(),
+                    state: AtomicUsize::new(SphereState::Initializing as usize),
+                    mailbox: Mailbox::new(options.mailbox_capacity),
+                    buffer: Mutex::new(vec![0.0; options.buffer_len]),
+                })
+            })
+            .collect();
+        let (owner, plans) = plan_workers(&hierarchy, threads);
+        let spread = spread_order(&hierarchy);
+        let level_barriers = (0..hierarchy.levels())
+            .map(|level| {
+                let parties = plans.iter().filter(|p| hierarchy.nodes()[p.home].level == level).count();
+                (parties > 0).then(|| TimedBarrier::new(parties))
+            })
+            .collect();
+        let shared = Shared {
+            id: NEXT_SYSTEM_ID.fetch_add(1, Ordering::Relaxed),
+            spheres,
+            owner,
+            owned_queued: (0..threads).map(|_| CachePadded::new(AtomicUsize::new(0))).collect(),
+            plans,
+            spread,
+            spread_cursor: AtomicUsize::new(0),
+            queued_chunks: CachePadded::new(AtomicUsize::new(0)),
+            pending_items: CachePadded::new(AtomicU64::new(0)),
+            work_fn: Mutex::new(None),
+            sleepers: AtomicUsize::new(0),
+            sleep_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            done_lock: Mutex::new(()),
+            done: Condvar::new(),
+            epoch_barrier: TimedBarrier::new(threads),
+            level_barriers,
+            buffer_len: options.buffer_len,
+            pin_threads: options.pin_threads,
+            failed_items: AtomicU64::new(0),
+            hierarchy,
+        };
+        Ok(SphereSystem {
+            shared: Arc::new(shared),
+            control: Mutex::new(Control { threads: Vec::new(), running: false, starts: 0 }),
+        })
+    }
+
+    /// A full tree of `levels` levels run by the default thread count.
+    pub fn with_levels(levels: usize) -> Result<SphereSystem> {
+        SphereSystem::new(&SphereOptions { shape: Shape::Levels(levels), ..Default::default() })
+    }
+
+    /// The dynamic layout for `threads` threads (0 = usable CPUs − 1, at
+    /// least 1): that many worker threads and as many spheres (at most
+    /// 1885), the last level partial.
+    pub fn dynamic(threads: usize) -> Result<SphereSystem> {
+        let threads = if threads == 0 { crate::sys::usable_cpus().saturating_sub(1).max(1) } else { threads };
+        if threads > MAX_THREADS {
+            return Err(invalid!("num_threads must be at most {MAX_THREADS}, got {threads}"));
+        }
+        SphereSystem::new(&SphereOptions {
+            shape: Shape::Spheres(threads.min(MAX_SPHERES)),
+            threads,
+            ..Default::default()
+        })
+    }
+
+    /// The tree.
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.shared.hierarchy
+    }
+
+    /// Worker threads this system runs while started.
+    pub fn worker_threads(&self) -> usize {
+        self.shared.plans.len()
+    }
+
+    /// The sphere worker `worker` reports for stolen work.
+    pub fn worker_home(&self, worker: usize) -> Option<usize> {
+        self.shared.plans.get(worker).map(|p| p.home)
+    }
+
+    /// The worker that drains sphere `sphere`'s queue first.
+    pub fn sphere_owner(&self, sphere: usize) -> Option<usize> {
+        self.shared.owner.get(sphere).copied()
+    }
+
+    /// Whether worker threads are running.
+    pub fn is_running(&self) -> bool {
+        self.control.lock().running
+    }
+
+    /// Sets the function called once per item; only while stopped.
+    /// Without one, items are only counted.
+    pub fn set_work_fn(&self, f: Option<WorkFn>) -> Result<()> {
+        let ctl = self.control.lock();
+        if ctl.running {
+            return Err(Error::WrongState("the work callback can only be set while the system is stopped".into()));
+        }
+        *self.shared.work_fn.lock() = f;
+        Ok(())
+    }
+
+    /// Starts the worker threads. Work queued while stopped starts running.
+    pub fn start(&self) -> Result<()> {
+        let mut ctl = self.control.lock();
+        if ctl.running {
+            return Err(Error::WrongState("system is already running".into()));
+        }
+        let sh = &self.shared;
+        sh.shutdown.store(false, Ordering::SeqCst);
+        for s in sh.spheres.iter() {
+            s.state.store(SphereState::Ready as usize, Ordering::Relaxed);
+        }
+        let cpus = crate::sys::process_affinity_cpus();
+        let work_fn = sh.work_fn.lock().clone();
+        for w in 0..sh.plans.len() {
+            let shared = Arc::clone(sh);
+            let f = work_fn.clone();
+            let cpu = sh.pin_threads.then(|| cpus[w % cpus.len()]);
+            let spawned = std::thread::Builder::new()
+                .name(format!("cllm-sphere-{w}"))
+                .spawn(move || shared.worker_main(w, f, cpu));
+            match spawned {
+                Ok(h) => ctl.threads.push(h),
+                Err(e) => {
+                    // Leave nothing behind: stop the ones already running.
+                    Self::shutdown_threads(sh, &mut ctl);
+                    return Err(Error::System(format!("could not start worker thread {w}: {e}")));
+                }
+            }
+        }
+        ctl.running = true;
+        ctl.starts += 1;
+        Ok(())
+    }
+
+    fn shutdown_threads(sh: &Shared, ctl: &mut Control) {
+        sh.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _g = sh.sleep_lock.lock();
+            sh.wake.notify_all();
+        }
+        for h in ctl.threads.drain(..) {
+            // A worker never panics (callbacks run under catch_unwind), so
+            // a join error cannot carry anything to report.
+            let _ = h.join();
+        }
+        sh.shutdown.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops the workers after they have drained every queued item (work
+    /// queued by callbacks during the drain included). Fails when not
+    /// running or when called from one of this system's workers.
+    pub fn stop(&self) -> Result<()> {
+        if self.current_worker().is_some() {
+            return Err(Error::WrongState("stop called from a worker of this system".into()));
+        }
+        let mut ctl = self.control.lock();
+        if !ctl.running {
+            return Err(Error::WrongState("system is not running".into()));
+        }
+        for s in self.shared.spheres.iter() {
+            s.state.store(SphereState::Terminating as usize, Ordering::Relaxed);
+        }
+        Self::shutdown_threads(&self.shared, &mut ctl);
+        for s in self.shared.spheres.iter() {
+            s.state.store(SphereState::Terminated as usize, Ordering::Relaxed);
+        }
+        ctl.running = false;
+        Ok(())
+    }
+
+    fn current_worker(&self) -> Option<usize> {
+        let (sys, w) = CURRENT_WORKER.with(Cell::get);
+        (sys == self.shared.id).then_some(w)
+    }
+
+    /// The index of the calling thread if it is one of this system's workers.
+    pub fn current_worker_index(&self) -> Option<usize> {
+        self.current_worker()
+    }
+
+    /// Queues a copy of `items`, spread over the leaf spheres group by
+    /// group. Accepted running or stopped (then it runs on start).
+    pub fn distribute(&self, items: &[u64]) -> Result<()> {
+        self.spread_chunks(items.len(), |a, b| Chunk::copy_of(&items[a..b]));
+        Ok(())
+    }
+
+    /// Queues the items `first..first + count` without an array.
+    pub fn distribute_range(&self, first: u64, count: u64) -> Result<()> {
+        if first.checked_add(count).is_none() {
+            return Err(invalid!("range {first} + {count} overflows u64"));
+        }
+        let count = usize::try_from(count).map_err(|_| invalid!("range of {count} items is too large"))?;
+        self.spread_chunks(count, |a, b| Chunk::new(Items::Range(first), a, b));
+        Ok(())
+    }
+
+    fn spread_chunks(&self, n: usize, make: impl Fn(usize, usize) -> Chunk) {
+        if n == 0 {
+            return;
+        }
+        let sh = &self.shared;
+        let pieces = n.div_ceil(GRAIN).min(sh.spread.len()).max(1);
+        let per = n.div_ceil(pieces);
+        let first = sh.spread_cursor.fetch_add(pieces, Ordering::Relaxed);
+        sh.pending_items.fetch_add(n as u64, Ordering::SeqCst);
+        for (i, a) in (0..n).step_by(per).enumerate() {
+            let sphere = sh.spread[(first + i) % sh.spread.len()];
+            sh.push(sphere, make(a, (a + per).min(n)));
+        }
+    }
+
+    /// Queues `items` on sphere `sphere` directly, one queue entry per item
+    /// (so that FIFO and newest-first stealing apply item by item).
+    pub fn enqueue(&self, sphere: usize, items: &[u64]) -> Result<()> {
+        self.check_sphere(sphere)?;
+        self.shared.pending_items.fetch_add(items.len() as u64, Ordering::SeqCst);
+        for &v in items {
+            self.shared.push(sphere, Chunk::copy_of(&[v]));
+        }
+        Ok(())
+    }
+
+    /// Allows or forbids other workers to steal from `sphere`.
+    pub fn set_stealing(&self, sphere: usize, enabled: bool) -> Result<()> {
+        self.check_sphere(sphere)?;
+        self.shared.spheres[sphere].queue.set_stealing(enabled);
+        Ok(())
+    }
+
+    /// Whether thieves may take from `sphere`.
+    pub fn stealing_enabled(&self, sphere: usize) -> Result<bool> {
+        self.check_sphere(sphere)?;
+        Ok(self.shared.spheres[sphere].queue.stealing_enabled())
+    }
+
+    /// Items distributed but not yet processed (queued or running).
+    pub fn pending(&self) -> u64 {
+        self.shared.pending_items.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every distributed item has been processed. Returns
+    /// `Ok(true)` when done, `Ok(false)` on timeout (`None` = no limit).
+    /// Fails from a worker of this system (it would wait on itself), and
+    /// when items are pending while the system is stopped.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        if self.current_worker().is_some() {
+            return Err(Error::WrongState("wait called from a worker of this system".into()));
+        }
+        let sh = &self.shared;
+        if sh.pending_items.load(Ordering::SeqCst) == 0 {
+            return Ok(true);
+        }
+        if !self.is_running() {
+            return Err(Error::WrongState(format!(
+                "{} items are queued but the system is not running",
+                sh.pending_items.load(Ordering::SeqCst)
+            )));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = sh.done_lock.lock();
+        while sh.pending_items.load(Ordering::SeqCst) != 0 {
+            match deadline {
+                Some(d) => {
+                    if sh.done.wait_until(&mut g, d).timed_out() {
+                        return Ok(sh.pending_items.load(Ordering::SeqCst) == 0);
+                    }
+                }
+                None => sh.done.wait(&mut g),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Removes every queued item that has not started; returns how many.
+    /// Items already running finish normally.
+    pub fn cancel_pending(&self) -> u64 {
+        let sh = &self.shared;
+        let mut cancelled = 0u64;
+        for (id, s) in sh.spheres.iter().enumerate() {
+            let (chunks, items) = s.queue.clear();
+            if chunks > 0 {
+                sh.owned_queued[sh.owner[id]].fetch_sub(chunks, Ordering::AcqRel);
+                sh.queued_chunks.fetch_sub(chunks, Ordering::SeqCst);
+            }
+            cancelled += items as u64;
+        }
+        sh.finish_items(cancelled);
+        cancelled
+    }
+
+    fn check_sphere(&self, sphere: usize) -> Result<()> {
+        if sphere >= self.shared.hierarchy.len() {
+            return Err(invalid!("sphere id {sphere} out of range 0..{}", self.shared.hierarchy.len()));
+        }
+        Ok(())
+    }
+
+    /// State of sphere `sphere`.
+    pub fn sphere_state(&self, sphere: usize) -> Result<SphereState> {
+        self.check_sphere(sphere)?;
+        Ok(SphereState::from_usize(self.shared.spheres[sphere].state.load(Ordering::Relaxed)))
+    }
+
+    /// Items queued on sphere `sphere`.
+    pub fn queue_len(&self, sphere: usize) -> Result<usize> {
+        self.check_sphere(sphere)?;
+        Ok(self.shared.spheres[sphere].queue.item_count())
+    }
+
+    /// Counters of sphere `sphere`.
+    pub fn sphere_stats(&self, sphere: usize) -> Result<SphereStats> {
+        self.check_sphere(sphere)?;
+        let s = &self.shared.spheres[sphere];
+        Ok(s.counters.snapshot(s.queue.item_count(), s.mailbox.len()))
+    }
+
+    /// Totals over all spheres.
+    pub fn summary(&self) -> SystemSummary {
+        let mut sum = SystemSummary {
+            spheres: self.shared.hierarchy.len(),
+            levels: self.shared.hierarchy.levels(),
+            worker_threads: self.worker_threads(),
+            pending_items: self.pending(),
+            failed_items: self.shared.failed_items.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for id in 0..self.shared.hierarchy.len() {
+            let st = self.sphere_stats(id).expect("id in range");
+            sum.items_processed += st.items_processed;
+            sum.busy_ns += st.busy_ns;
+            sum.items_stolen += st.stolen_to;
+            sum.messages_sent += st.messages_sent;
+        }
+        sum
+    }
+
+    /// Sends a message from `msg.sender` to `msg.receiver`, which must be
+    /// its parent, a child or a sibling. Fails when the mailbox is full.
+    pub fn send(&self, kind: MessageKind, priority: Priority, from: usize, to: usize, payload: [u64; 4]) -> Result<()> {
+        self.check_sphere(from)?;
+        self.check_sphere(to)?;
+        let h = &self.shared.hierarchy;
+        let related = h.node(from).and_then(|n| n.parent) == Some(to)
+            || h.node(to).and_then(|n| n.parent) == Some(from)
+            || (from != to && h.node(from).and_then(|n| n.parent).is_some() && h.node(from).and_then(|n| n.parent) == h.node(to).and_then(|n| n.parent));
+        if !related {
+            return Err(invalid!("sphere {from} may only message its parent, children or siblings, not {to}"));
+        }
+        let msg = Message { kind, priority, sender: from, receiver: to, sequence: 0, payload };
+        self.shared.spheres[to].mailbox.push(msg)?;
+        self.shared.spheres[from].counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes the most urgent message of `sphere`, waiting up to `timeout`
+    /// (`None` = no limit). A timeout is an [`Error::Timeout`].
+    pub fn receive(&self, sphere: usize, timeout: Option<Duration>) -> Result<Message> {
+        self.check_sphere(sphere)?;
+        let s = &self.shared.spheres[sphere];
+        let m = s
+            .mailbox
+            .pop(timeout.map(|t| Instant::now() + t))
+            .ok_or_else(|| Error::Timeout(format!("no message for sphere {sphere} in time")))?;
+        s.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+        Ok(m)
+    }
+
+    /// Takes the most urgent message of `sphere` if one is waiting.
+    pub fn try_receive(&self, sphere: usize) -> Result<Option<Message>> {
+        self.check_sphere(sphere)?;
+        let s = &self.shared.spheres[sphere];
+        let m = s.mailbox.try_pop();
+        if m.is_some() {
+            s.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(m)
+    }
+
+    /// Length of every sphere's reduction buffer.
+    pub fn buffer_len(&self) -> usize {
+        self.shared.buffer_len
+    }
+
+    /// Runs `f` on sphere `sphere`'s reduction buffer under its lock.
+    pub fn with_buffer<R>(&self, sphere: usize, f: impl FnOnce(&mut [f32]) -> R) -> Result<R> {
+        self.check_sphere(sphere)?;
+        Ok(f(&mut self.shared.spheres[sphere].buffer.lock()))
+    }
+
+    /// Adds `values` element-wise into sphere `sphere`'s buffer.
+    pub fn accumulate(&self, sphere: usize, values: &[f32]) -> Result<()> {
+        if values.len() != self.shared.buffer_len {
+            return Err(invalid!("{} values given for buffers of {}", values.len(), self.shared.buffer_len));
+        }
+        self.with_buffer(sphere, |b| b.iter_mut().zip(values).for_each(|(d, s)| *d += s))
+    }
+
+    /// Sums every sphere's buffer children → parent → root in a fixed
+    /// order (children ascending, deepest level first), writes the root's
+    /// total into `out` and zeroes every buffer. The result depends only on
+    /// the buffers' contents, never on thread timing.
+    pub fn reduce(&self, out: &mut [f32]) -> Result<()> {
+        let sh = &self.shared;
+        if out.len() != sh.buffer_len {
+            return Err(invalid!("output has {} floats, buffers have {}", out.len(), sh.buffer_len));
+        }
+        for s in sh.spheres.iter() {
+            s.state.store(SphereState::Accumulating as usize, Ordering::Relaxed);
+        }
+        for node in sh.hierarchy.nodes().iter().rev() {
+            let Some(parent) = node.parent else { continue };
+            // Children have larger ids than parents, so walking ids downwards
+            // finishes every subtree before its parent is added upwards.
+            let mut child = sh.spheres[node.id].buffer.lock();
+            let mut dst = sh.spheres[parent].buffer.lock();
+            dst.iter_mut().zip(child.iter()).for_each(|(d, s)| *d += s);
+            child.iter_mut().for_each(|v| *v = 0.0);
+        }
+        let mut root = sh.spheres[0].buffer.lock();
+        out.copy_from_slice(&root);
+        root.iter_mut().for_each(|v| *v = 0.0);
+        drop(root);
+        let running = self.is_running();
+        for s in sh.spheres.iter() {
+            let st = if running { SphereState::Ready } else { SphereState::Idle };
+            s.state.store(st as usize, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Waits with the other workers whose home sphere is on `level`.
+    /// Only callable from such a worker. Returns the barrier's generation.
+    pub fn level_barrier(&self, level: usize, timeout: Option<Duration>) -> Result<u64> {
+        let w = self.current_worker().ok_or_else(|| Error::WrongState("level barrier called outside a worker".into()))?;
+        let home_level = self.shared.hierarchy.nodes()[self.shared.plans[w].home].level;
+        let barrier = self
+            .shared
+            .level_barriers
+            .get(level)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| invalid!("no worker has its home sphere on level {level}"))?;
+        if home_level != level {
+            return Err(invalid!("worker {w} has its home on level {home_level}, not {level}"));
+        }
+        self.wait_barrier(w, barrier, timeout)
+    }
+
+    /// Waits with every worker of the system (an epoch boundary). Only
+    /// callable from a worker. Returns the epoch number, from 1.
+    pub fn epoch_barrier(&self, timeout: Option<Duration>) -> Result<u64> {
+        let w = self.current_worker().ok_or_else(|| Error::WrongState("epoch barrier called outside a worker".into()))?;
+        self.wait_barrier(w, &self.shared.epoch_barrier, timeout)
+    }
+
+    fn wait_barrier(&self, w: usize, b: &TimedBarrier, timeout: Option<Duration>) -> Result<u64> {
+        let home = &self.shared.spheres[self.shared.plans[w].home];
+        let before = home.state.swap(SphereState::Waiting as usize, Ordering::Relaxed);
+        let r = b.wait(timeout.map(|t| Instant::now() + t));
+        home.state.store(before, Ordering::Relaxed);
+        r
+    }
+
+    /// Parties of the barrier for `level` (0 when no worker lives there).
+    pub fn level_barrier_parties(&self, level: usize) -> usize {
+        self.shared.level_barriers.get(level).and_then(Option::as_ref).map_or(0, TimedBarrier::parties)
+    }
+}
+
+impl Drop for SphereSystem {
+    fn drop(&mut self) {
+        let mut ctl = self.control.lock();
+        if ctl.running {
+            Self::shutdown_threads(&self.shared, &mut ctl);
+            ctl.running = false;
+        }
+    }
+}
+
+/// Leaves ordered so that consecutive chunks land in different groups:
+/// the first leaf of each group, then the second of each, and so on.
+fn spread_order(h: &Hierarchy) -> Vec<usize> {
+    let mut by_group: Vec<Vec<usize>> = vec![Vec::new(); super::hierarchy::FANOUT];
+    for leaf in h.leaves() {
+        by_group[h.nodes()[leaf].branch].push(leaf);
+    }
+    let longest = by_group.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest).flat_map(|i| by_group.iter().filter_map(move |g| g.get(i).copied())).collect()
+}
+
+/// Owner of every sphere and each worker's plan. Leaves follow the group
+/// allocation rule; an inner sphere belongs to the owner of its first
+/// child, so every queue has a worker that drains it.
+fn plan_workers(h: &Hierarchy, workers: usize) -> (Vec<usize>, Vec<WorkerPlan>) {
+    let leaves_of = h.assign_leaves(workers);
+    let mut owner = vec![usize::MAX; h.len()];
+    for (w, leaves) in leaves_of.iter().enumerate() {
+        for &l in leaves {
+            owner[l] = w;
+        }
+    }
+    for node in h.nodes().iter().rev() {
+        if owner[node.id] == usize::MAX {
+            owner[node.id] = node.children.first().map_or(0, |&c| owner[c]);
+        }
+    }
+    let plans = (0..workers)
+        .map(|w| {
+            let owned: Vec<usize> = (0..h.len()).filter(|&s| owner[s] == w).collect();
+            let home = leaves_of[w].first().copied().unwrap_or_else(|| {
+                // A worker without leaves (more workers than leaves in its
+                // group) lives at its group's level-1 sphere, else the root.
+                let g = w % super::hierarchy::FANOUT;
+                if h.len() > 1 + g { 1 + g } else { 0 }
+            });
+            let mut steal_order: Vec<usize> = (0..h.len()).filter(|&s| owner[s] != w).collect();
+            steal_order.sort_by_key(|&s| (h.distance(home, s), s));
+            WorkerPlan { home, owned, steal_order }
+        })
+        .collect();
+    (owner, plans)
+}
+
+impl Shared {
+    fn push(&self, sphere: usize, chunk: Chunk) {
+        self.spheres[sphere].queue.push(chunk);
+        self.owned_queued[self.owner[sphere]].fetch_add(1, Ordering::AcqRel);
+        self.queued_chunks.fetch_add(1, Ordering::SeqCst);
+        self.wake_one();
+    }
+
+    /// Wakes one parked worker if any is parked. The SeqCst pair with
+    /// `park` (sleepers++ then check queued; queued++ then check sleepers)
+    /// guarantees that one side sees the other, so no wake-up is lost.
+    fn wake_one(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = self.sleep_lock.lock();
+            self.wake.notify_one();
+        }
+    }
+
+    fn took(&self, sphere: usize, removed_chunks: usize) {
+        if removed_chunks > 0 {
+            self.owned_queued[self.owner[sphere]].fetch_sub(removed_chunks, Ordering::AcqRel);
+            self.queued_chunks.fetch_sub(removed_chunks, Ordering::SeqCst);
+        }
+        // More work remains: make sure another worker is looking at it.
+        if self.queued_chunks.load(Ordering::SeqCst) > 0 {
+            self.wake_one();
+        }
+    }
+
+    fn finish_items(&self, n: u64) {
+        if n > 0 && self.pending_items.fetch_sub(n, Ordering::SeqCst) == n {
+            let _g = self.done_lock.lock();
+            self.done.notify_all();
+        }
+    }
+
+    /// Next piece for worker `w`: its home, then the spheres it owns (FIFO),
+    /// then a steal. Returns (sphere to report, piece).
+    fn find_work(&self, w: usize, cursor: &mut usize) -> Option<(usize, Chunk)> {
+        let plan = &self.plans[w];
+        if let Some((c, removed)) = self.spheres[plan.home].queue.pop_front(GRAIN) {
+            self.took(plan.home, removed);
+            return Some((plan.home, c));
+        }
+        if self.owned_queued[w].load(Ordering::Acquire) > 0 {
+            let n = plan.owned.len();
+            for step in 0..n {
+                let s = plan.owned[(*cursor + step) % n];
+                if let Some((c, removed)) = self.spheres[s].queue.pop_front(GRAIN) {
+                    *cursor = (*cursor + step) % n;
+                    self.took(s, removed);
+                    return Some((s, c));
+                }
+            }
+        }
+        if self.queued_chunks.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        for &victim in &plan.steal_order {
+            if let Some((stolen, removed)) = self.spheres[victim].queue.steal(GRAIN) {
+                self.spheres[victim].counters.stolen_from.fetch_add(stolen.items as u64, Ordering::Relaxed);
+                self.spheres[plan.home].counters.stolen_to.fetch_add(stolen.items as u64, Ordering::Relaxed);
+                let mut chunks = stolen.chunks.into_iter();
+                let first = chunks.next()?;
+                // Keep the rest stealable by others: queue them at home,
+                // newest first so FIFO popping keeps newest-first order.
+                let mut pushed = 0;
+                for c in chunks {
+                    self.spheres[plan.home].queue.push(c);
+                    pushed += 1;
+                }
+                // Count arrivals before departures so the global count never
+                // dips to zero while chunks are still queued.
+                self.owned_queued[self.owner[plan.home]].fetch_add(pushed, Ordering::AcqRel);
+                self.queued_chunks.fetch_add(pushed, Ordering::SeqCst);
+                self.took(victim, removed);
+                return Some((plan.home, first));
+            }
+        }
+        None
+    }
+
+    fn run_piece(&self, sphere: usize, piece: Chunk, f: Option<&WorkFn>) {
+        let s = &self.spheres[sphere];
+        s.state.store(SphereState::Processing as usize, Ordering::Relaxed);
+        let n = piece.len() as u64;
+        let t0 = Instant::now();
+        let mut failed = 0u64;
+        if let Some(f) = f {
+            piece.for_each(|item| {
+                // Catching per item keeps every other item of the piece
+                // running when one callback panics.
+                if catch_unwind(AssertUnwindSafe(|| f(item, sphere))).is_err() {
+                    failed += 1;
+                }
+            });
+        }
+        s.counters.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        s.counters.items_processed.fetch_add(n, Ordering::Relaxed);
+        if failed > 0 {
+            s.counters.items_failed.fetch_add(failed, Ordering::Relaxed);
+            self.failed_items.fetch_add(failed, Ordering::Relaxed);
+        }
+        let idle = s.queue.chunk_count() == 0;
+        s.state.store(if idle { SphereState::Idle } else { SphereState::Ready } as usize, Ordering::Relaxed);
+        self.finish_items(n);
+    }
+
+    fn worker_main(self: Arc<Self>, w: usize, f: Option<WorkFn>, cpu: Option<usize>) {
+        CURRENT_WORKER.with(|c| c.set((self.id, w)));
+        if let Some(cpu) = cpu {
+            // Pinning is a placement hint; an unpinned worker still works.
+            crate::sys::pin_current_thread(cpu);
+        }
+        let mut cursor = 0usize;
+        loop {
+            if let Some((sphere, piece)) = self.find_work(w, &mut cursor) {
+                self.run_piece(sphere, piece, f.as_ref());
+                continue;
+            }
+            if !self.idle(w, &mut cursor, f.as_ref()) {
+                break;
+            }
+        }
+        CURRENT_WORKER.with(|c| c.set((0, 0)));
+    }
+
+    /// Spins briefly, then parks until work arrives. Returns false when the
+    /// worker should exit (shutdown requested and nothing left queued).
+    fn idle(&self, w: usize, cursor: &mut usize, f: Option<&WorkFn>) -> bool {
+        let backoff = Backoff::new();
+        loop {
+            if let Some((sphere, piece)) = self.find_work(w, cursor) {
+                self.run_piece(sphere, piece, f);
+                return true;
+            }
+            if self.shutdown.load(Ordering::SeqCst) && self.queued_chunks.load(Ordering::SeqCst) == 0 {
+                return false;
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let mut g = self.sleep_lock.lock();
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            if self.queued_chunks.load(Ordering::SeqCst) == 0 && !self.shutdown.load(Ordering::SeqCst) {
+                self.wake.wait(&mut g);
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
+            backoff.reset();
+        }
+    }
+}
