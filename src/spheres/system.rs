@@ -238,6 +238,11 @@ impl SphereSystem {
         self.shared.owner.get(sphere).copied()
     }
 
+    /// Workers parked right now (waiting for work, not spinning).
+    pub fn parked_workers(&self) -> usize {
+        self.shared.sleepers.load(Ordering::SeqCst)
+    }
+
     /// Whether worker threads are running.
     pub fn is_running(&self) -> bool {
         self.control.lock().running
