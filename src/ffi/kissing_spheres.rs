@@ -250,7 +250,8 @@ pub extern "C" fn kissing_spheres_create(num_levels: c_int) -> *mut KissingSpher
 #[no_mangle]
 pub extern "C" fn kissing_spheres_create_dynamic(num_threads: c_int) -> *mut KissingSpheresSystem {
     guard(std::ptr::null_mut(), || {
-        let n = usize::try_from(num_threads).map_err(|_| invalid!("num_threads must not be negative, got {num_threads}"))?;
+        let n = usize::try_from(num_threads)
+            .map_err(|_| invalid!("num_threads must not be negative, got {num_threads}"))?;
         Ok(boxed(SphereSystem::dynamic(n)?))
     })
 }
@@ -283,14 +284,18 @@ pub unsafe extern "C" fn kissing_spheres_default_options(out: *mut KissingSphere
 /// # Safety
 /// `options` must be NULL or point to a `KissingSpheresOptions`.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_create_with_options(options: *const KissingSpheresOptions) -> *mut KissingSpheresSystem {
+pub unsafe extern "C" fn kissing_spheres_create_with_options(
+    options: *const KissingSpheresOptions,
+) -> *mut KissingSpheresSystem {
     guard(std::ptr::null_mut(), || {
         // SAFETY: caller contract.
         let o = unsafe { deref(options, "options") }?;
         let shape = if o.num_spheres != 0 {
             Shape::Spheres(count(o.num_spheres.into(), "num_spheres")?)
         } else {
-            Shape::Levels(usize::try_from(o.num_levels).map_err(|_| invalid!("num_levels must be 1..4, got {}", o.num_levels))?)
+            Shape::Levels(
+                usize::try_from(o.num_levels).map_err(|_| invalid!("num_levels must be 1..4, got {}", o.num_levels))?,
+            )
         };
         let opts = SphereOptions {
             shape,
@@ -364,7 +369,11 @@ pub unsafe extern "C" fn kissing_spheres_free(system: *mut KissingSpheresSystem)
 /// # Safety
 /// `work_items` must be valid for `num_items` reads.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_distribute_work(system: *mut KissingSpheresSystem, work_items: *mut u64, num_items: c_int) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_distribute_work(
+    system: *mut KissingSpheresSystem,
+    work_items: *mut u64,
+    num_items: c_int,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -394,7 +403,11 @@ unsafe fn items_slice<'a>(p: *const u64, n: i64) -> Result<&'a [u64], Error> {
 /// # Safety
 /// `system` must be NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_distribute_range(system: *mut KissingSpheresSystem, first: u64, count: u64) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_distribute_range(
+    system: *mut KissingSpheresSystem,
+    first: u64,
+    count: u64,
+) -> c_int {
     // SAFETY: caller contract.
     guard(KS_ERROR, || unsafe { self::system(system) }?.distribute_range(first, count).map(|_| KS_OK))
 }
@@ -405,7 +418,12 @@ pub unsafe extern "C" fn kissing_spheres_distribute_range(system: *mut KissingSp
 /// # Safety
 /// `items` must be valid for `num_items` reads.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_enqueue(system: *mut KissingSpheresSystem, sphere_id: c_int, items: *const u64, num_items: c_int) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_enqueue(
+    system: *mut KissingSpheresSystem,
+    sphere_id: c_int,
+    items: *const u64,
+    num_items: c_int,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -421,9 +439,15 @@ pub unsafe extern "C" fn kissing_spheres_enqueue(system: *mut KissingSpheresSyst
 /// # Safety
 /// `system` must be NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_set_stealing(system: *mut KissingSpheresSystem, sphere_id: c_int, enabled: bool) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_set_stealing(
+    system: *mut KissingSpheresSystem,
+    sphere_id: c_int,
+    enabled: bool,
+) -> c_int {
     // SAFETY: caller contract.
-    guard(KS_ERROR, || unsafe { self::system(system) }?.set_stealing(self::sphere_id(sphere_id)?, enabled).map(|_| KS_OK))
+    guard(KS_ERROR, || {
+        unsafe { self::system(system) }?.set_stealing(self::sphere_id(sphere_id)?, enabled).map(|_| KS_OK)
+    })
 }
 
 /// Sets the per-item callback (NULL = only count items). Only while
@@ -433,7 +457,11 @@ pub unsafe extern "C" fn kissing_spheres_set_stealing(system: *mut KissingSphere
 /// `system` must be NULL or a live handle; `callback` must be safe to call
 /// concurrently with `user_data` until replaced or the system is freed.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_set_work_callback(system: *mut KissingSpheresSystem, callback: KissingSpheresWorkFn, user_data: *mut c_void) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_set_work_callback(
+    system: *mut KissingSpheresSystem,
+    callback: KissingSpheresWorkFn,
+    user_data: *mut c_void,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -555,7 +583,9 @@ pub unsafe extern "C" fn kissing_spheres_worker_home(system: *const KissingSpher
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
         let w = usize::try_from(worker).ok();
-        w.and_then(|w| s.worker_home(w)).map(|h| h as c_int).ok_or_else(|| invalid!("worker must be 0..{}, got {worker}", s.worker_threads()))
+        w.and_then(|w| s.worker_home(w))
+            .map(|h| h as c_int)
+            .ok_or_else(|| invalid!("worker must be 0..{}, got {worker}", s.worker_threads()))
     })
 }
 
@@ -565,14 +595,19 @@ pub unsafe extern "C" fn kissing_spheres_worker_home(system: *const KissingSpher
 /// # Safety
 /// `system` must be NULL or a live handle; `out` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_sphere_info(system: *const KissingSpheresSystem, sphere_id: c_int, out: *mut KissingSphereInfo) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_sphere_info(
+    system: *const KissingSpheresSystem,
+    sphere_id: c_int,
+    out: *mut KissingSphereInfo,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
         // SAFETY: caller contract; NULL rejected.
         let out = unsafe { out.as_mut() }.ok_or_else(|| invalid!("out is NULL"))?;
         let id = self::sphere_id(sphere_id)?;
-        let node = s.hierarchy().node(id).ok_or_else(|| invalid!("sphere id {id} out of range 0..{}", s.hierarchy().len()))?;
+        let node =
+            s.hierarchy().node(id).ok_or_else(|| invalid!("sphere id {id} out of range 0..{}", s.hierarchy().len()))?;
         let mut children = [-1; 12];
         for (d, &c) in children.iter_mut().zip(&node.children) {
             *d = c as c_int;
@@ -611,7 +646,11 @@ pub unsafe extern "C" fn kissing_spheres_sphere_info(system: *const KissingSpher
 /// # Safety
 /// `system` must be NULL or a live handle; `out` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_sphere_stats(system: *const KissingSpheresSystem, sphere_id: c_int, out: *mut KissingSphereStats) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_sphere_stats(
+    system: *const KissingSpheresSystem,
+    sphere_id: c_int,
+    out: *mut KissingSphereStats,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -658,7 +697,11 @@ pub unsafe extern "C" fn kissing_spheres_print_stats(system: *mut KissingSpheres
 /// # Safety
 /// `buf` must be NULL (capacity 0) or valid for `capacity` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_stats_json(system: *const KissingSpheresSystem, buf: *mut c_char, capacity: usize) -> i64 {
+pub unsafe extern "C" fn kissing_spheres_stats_json(
+    system: *const KissingSpheresSystem,
+    buf: *mut c_char,
+    capacity: usize,
+) -> i64 {
     guard(-1, || {
         // SAFETY: caller contract.
         let json = unsafe { self::system(system) }?.stats_json();
@@ -687,7 +730,11 @@ pub unsafe extern "C" fn kissing_spheres_stats_json_alloc(system: *const Kissing
 /// # Safety
 /// `buf` must be NULL (capacity 0) or valid for `capacity` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_stats_table(system: *const KissingSpheresSystem, buf: *mut c_char, capacity: usize) -> i64 {
+pub unsafe extern "C" fn kissing_spheres_stats_table(
+    system: *const KissingSpheresSystem,
+    buf: *mut c_char,
+    capacity: usize,
+) -> i64 {
     guard(-1, || {
         // SAFETY: caller contract.
         let t = unsafe { self::system(system) }?.stats_table();
@@ -704,11 +751,19 @@ pub unsafe extern "C" fn kissing_spheres_stats_table(system: *const KissingSpher
 /// # Safety
 /// `payload` must be NULL or valid for 4 reads.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_send_message(system: *mut KissingSpheresSystem, from_id: c_int, to_id: c_int, message_type: u32, priority: u32, payload: *const u64) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_send_message(
+    system: *mut KissingSpheresSystem,
+    from_id: c_int,
+    to_id: c_int,
+    message_type: u32,
+    priority: u32,
+    payload: *const u64,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
-        let kind = MessageKind::from_u32(message_type).ok_or_else(|| invalid!("message type must be 0..27, got {message_type}"))?;
+        let kind = MessageKind::from_u32(message_type)
+            .ok_or_else(|| invalid!("message type must be 0..27, got {message_type}"))?;
         let prio = Priority::from_u32(priority).ok_or_else(|| invalid!("priority must be 0..3, got {priority}"))?;
         let mut words = [0u64; 4];
         if !payload.is_null() {
@@ -744,7 +799,12 @@ fn message_out(m: spheres::Message) -> KissingSphereMessage {
 /// # Safety
 /// `out` must be NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_receive_message(system: *mut KissingSpheresSystem, sphere_id: c_int, out: *mut KissingSphereMessage, timeout_ms: i64) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_receive_message(
+    system: *mut KissingSpheresSystem,
+    sphere_id: c_int,
+    out: *mut KissingSphereMessage,
+    timeout_ms: i64,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -770,7 +830,11 @@ pub unsafe extern "C" fn kissing_spheres_receive_message(system: *mut KissingSph
 /// # Safety
 /// `out` must be NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_try_receive_message(system: *mut KissingSpheresSystem, sphere_id: c_int, out: *mut KissingSphereMessage) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_try_receive_message(
+    system: *mut KissingSpheresSystem,
+    sphere_id: c_int,
+    out: *mut KissingSphereMessage,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -802,7 +866,12 @@ pub unsafe extern "C" fn kissing_spheres_buffer_len(system: *const KissingSphere
 /// # Safety
 /// `values` must be valid for `len` reads.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_accumulate(system: *mut KissingSpheresSystem, sphere_id: c_int, values: *const f32, len: i64) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_accumulate(
+    system: *mut KissingSpheresSystem,
+    sphere_id: c_int,
+    values: *const f32,
+    len: i64,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -810,7 +879,9 @@ pub unsafe extern "C" fn kissing_spheres_accumulate(system: *mut KissingSpheresS
         if values.is_null() && n > 0 {
             return Err(invalid!("values is NULL"));
         }
-        let v: &[f32] = if n == 0 { &[] } else {
+        let v: &[f32] = if n == 0 {
+            &[]
+        } else {
             // SAFETY: non-NULL and valid for n reads per the contract.
             unsafe { std::slice::from_raw_parts(values, n) }
         };
@@ -834,7 +905,9 @@ pub unsafe extern "C" fn kissing_spheres_reduce(system: *mut KissingSpheresSyste
         if out.is_null() && n > 0 {
             return Err(invalid!("out is NULL"));
         }
-        let o: &mut [f32] = if n == 0 { &mut [] } else {
+        let o: &mut [f32] = if n == 0 {
+            &mut []
+        } else {
             // SAFETY: non-NULL and valid for n writes per the contract.
             unsafe { std::slice::from_raw_parts_mut(out, n) }
         };
@@ -850,7 +923,12 @@ pub unsafe extern "C" fn kissing_spheres_reduce(system: *mut KissingSpheresSyste
 /// # Safety
 /// `generation` must be NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_level_barrier(system: *mut KissingSpheresSystem, level: c_int, timeout_ms: i64, generation: *mut u64) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_level_barrier(
+    system: *mut KissingSpheresSystem,
+    level: c_int,
+    timeout_ms: i64,
+    generation: *mut u64,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -867,7 +945,11 @@ pub unsafe extern "C" fn kissing_spheres_level_barrier(system: *mut KissingSpher
 /// # Safety
 /// `epoch` must be NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_epoch_barrier(system: *mut KissingSpheresSystem, timeout_ms: i64, epoch: *mut u64) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_epoch_barrier(
+    system: *mut KissingSpheresSystem,
+    timeout_ms: i64,
+    epoch: *mut u64,
+) -> c_int {
     guard(KS_ERROR, || {
         // SAFETY: caller contract.
         let s = unsafe { self::system(system) }?;
@@ -903,7 +985,12 @@ unsafe fn barrier_result(r: Result<u64, Error>, out: *mut u64) -> Result<c_int, 
 /// # Safety
 /// `groups_out` must be NULL (capacity 0) or valid for `capacity` writes.
 #[no_mangle]
-pub unsafe extern "C" fn kissing_spheres_groups_for_worker(num_workers: c_int, worker: c_int, groups_out: *mut c_int, capacity: c_int) -> c_int {
+pub unsafe extern "C" fn kissing_spheres_groups_for_worker(
+    num_workers: c_int,
+    worker: c_int,
+    groups_out: *mut c_int,
+    capacity: c_int,
+) -> c_int {
     guard(KS_ERROR, || {
         let w = count(num_workers.into(), "num_workers")?;
         let t = count(worker.into(), "worker")?;
@@ -930,7 +1017,9 @@ pub extern "C" fn kissing_spheres_worker_for_group(num_workers: c_int, group: c_
     guard(KS_ERROR, || {
         let w = count(num_workers.into(), "num_workers")?;
         let g = count(group.into(), "group")?;
-        spheres::worker_for_group(w, g).map(|x| x as c_int).ok_or_else(|| invalid!("need num_workers >= 1 and group 0..11, got {num_workers}, {group}"))
+        spheres::worker_for_group(w, g)
+            .map(|x| x as c_int)
+            .ok_or_else(|| invalid!("need num_workers >= 1 and group 0..11, got {num_workers}, {group}"))
     })
 }
 

@@ -184,11 +184,8 @@ impl Hierarchy {
         let mut seen_in_group = [0usize; FANOUT];
         for leaf in self.leaves() {
             let g = self.nodes[leaf].branch;
-            let sharing: Vec<usize> = if workers <= FANOUT {
-                vec![g % workers]
-            } else {
-                (0..workers).filter(|w| w % FANOUT == g).collect()
-            };
+            let sharing: Vec<usize> =
+                if workers <= FANOUT { vec![g % workers] } else { (0..workers).filter(|w| w % FANOUT == g).collect() };
             let w = sharing[seen_in_group[g] % sharing.len()];
             seen_in_group[g] += 1;
             owned[w].push(leaf);

@@ -143,7 +143,10 @@ impl Mailbox {
     pub(crate) fn push(&self, mut msg: Message) -> Result<()> {
         let mut s = self.slots.lock();
         if s.len >= self.capacity {
-            return Err(Error::Full(format!("mailbox of sphere {} is full ({} messages)", msg.receiver, self.capacity)));
+            return Err(Error::Full(format!(
+                "mailbox of sphere {} is full ({} messages)",
+                msg.receiver, self.capacity
+            )));
         }
         msg.sequence = s.next_sequence;
         s.next_sequence += 1;
@@ -194,7 +197,14 @@ mod tests {
     use super::*;
 
     fn msg(p: Priority, tag: u64) -> Message {
-        Message { kind: MessageKind::WorkOffer, priority: p, sender: 1, receiver: 0, sequence: 0, payload: [tag, 0, 0, 0] }
+        Message {
+            kind: MessageKind::WorkOffer,
+            priority: p,
+            sender: 1,
+            receiver: 0,
+            sequence: 0,
+            payload: [tag, 0, 0, 0],
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@ mod queue;
 mod stats;
 mod system;
 
-pub use hierarchy::{groups_for_worker, hierarchy_levels, worker_for_group, Hierarchy, SphereNode, MAX_LEVELS, MAX_SPHERES};
+pub use hierarchy::{
+    groups_for_worker, hierarchy_levels, worker_for_group, Hierarchy, SphereNode, MAX_LEVELS, MAX_SPHERES,
+};
 pub use mailbox::{Message, MessageKind, Priority};
 pub use stats::{SphereState, SphereStats, SystemSummary};
 pub use system::{Shape, SphereOptions, SphereSystem, WorkFn, DEFAULT_MAILBOX_CAPACITY, MAX_THREADS};

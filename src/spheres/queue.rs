@@ -127,11 +127,7 @@ impl WorkQueue {
         }
         let mut q = self.deque.lock();
         let front = q.front_mut()?;
-        let (piece, removed) = if front.len() > grain {
-            (front.split_front(grain), 0)
-        } else {
-            (q.pop_front()?, 1)
-        };
+        let (piece, removed) = if front.len() > grain { (front.split_front(grain), 0) } else { (q.pop_front()?, 1) };
         self.items.fetch_sub(piece.len(), Ordering::Relaxed);
         self.chunks.fetch_sub(removed, Ordering::Release);
         Some((piece, removed))

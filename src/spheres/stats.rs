@@ -59,6 +59,10 @@ pub(crate) struct SphereCounters {
 }
 
 impl SphereCounters {
+    pub(crate) fn has_processed(&self) -> bool {
+        self.items_processed.load(Ordering::Relaxed) > 0
+    }
+
     pub(crate) fn snapshot(&self, queue_size: usize, mailbox_size: usize) -> SphereStats {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SphereStats {
@@ -198,7 +202,8 @@ impl SphereSystem {
         let mut quiet = 0usize;
         for n in h.nodes() {
             let st = self.sphere_stats(n.id).expect("id in range");
-            let active = st.items_processed + st.stolen_from + st.messages_sent + st.messages_received + st.queue_size > 0;
+            let active =
+                st.items_processed + st.stolen_from + st.messages_sent + st.messages_received + st.queue_size > 0;
             if !active {
                 quiet += 1;
                 continue;

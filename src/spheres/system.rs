@@ -67,9 +67,37 @@ impl Default for SphereOptions {
 pub(crate) struct Sphere {
     pub(crate) queue: WorkQueue,
     pub(crate) counters: SphereCounters,
-    pub(crate) state: AtomicUsize,
+    /// Pieces of this sphere's work running now (several workers may run
+    /// work reported on one sphere, e.g. a shared home).
+    pub(crate) running: AtomicUsize,
+    /// Workers of this home sphere waiting at a barrier.
+    pub(crate) waiting: AtomicUsize,
     pub(crate) mailbox: Mailbox,
     pub(crate) buffer: Mutex<Vec<f32>>,
+}
+
+/// A worker's parking place: a flag saying it is (about to be) parked and
+/// a wake-up token that survives an unpark arriving before the park.
+#[derive(Default)]
+struct WorkerSlot {
+    sleeping: AtomicBool,
+    token: Mutex<bool>,
+    unparked: Condvar,
+}
+
+impl WorkerSlot {
+    fn park(&self) {
+        let mut t = self.token.lock();
+        while !*t {
+            self.unparked.wait(&mut t);
+        }
+        *t = false;
+    }
+
+    fn unpark(&self) {
+        *self.token.lock() = true;
+        self.unparked.notify_one();
+    }
 }
 
 /// Static plan of one worker, fixed at creation.
@@ -103,9 +131,14 @@ struct Shared {
     queued_chunks: CachePadded<AtomicUsize>,
     pending_items: CachePadded<AtomicU64>,
     work_fn: Mutex<Option<WorkFn>>,
+    /// Workers parked now (a fast check before looking for one to wake).
     sleepers: AtomicUsize,
-    sleep_lock: Mutex<()>,
-    wake: Condvar,
+    /// One parking slot per worker, so a push can wake the one worker
+    /// that may take the work (the owner of a sphere closed to thieves).
+    slots: Box<[CachePadded<WorkerSlot>]>,
+    wake_cursor: AtomicUsize,
+    /// System-wide phase from which sphere states are derived.
+    lifecycle: AtomicUsize,
     shutdown: AtomicBool,
     done_lock: Mutex<()>,
     done: Condvar,
@@ -154,7 +187,8 @@ impl SphereSystem {
                 CachePadded::new(Sphere {
                     queue: WorkQueue::default(),
                     counters: SphereCounters::default(),
-                    state: AtomicUsize::new(SphereState::Initializing as usize),
+                    running: AtomicUsize::new(0),
+                    waiting: AtomicUsize::new(0),
                     mailbox: Mailbox::new(options.mailbox_capacity),
                     buffer: Mutex::new(vec![0.0; options.buffer_len]),
                 })
@@ -180,8 +214,9 @@ impl SphereSystem {
             pending_items: CachePadded::new(AtomicU64::new(0)),
             work_fn: Mutex::new(None),
             sleepers: AtomicUsize::new(0),
-            sleep_lock: Mutex::new(()),
-            wake: Condvar::new(),
+            slots: (0..threads).map(|_| CachePadded::new(WorkerSlot::default())).collect(),
+            wake_cursor: AtomicUsize::new(0),
+            lifecycle: AtomicUsize::new(SphereState::Initializing as usize),
             shutdown: AtomicBool::new(false),
             done_lock: Mutex::new(()),
             done: Condvar::new(),
@@ -267,9 +302,7 @@ impl SphereSystem {
         }
         let sh = &self.shared;
         sh.shutdown.store(false, Ordering::SeqCst);
-        for s in sh.spheres.iter() {
-            s.state.store(SphereState::Ready as usize, Ordering::Relaxed);
-        }
+        sh.lifecycle.store(SphereState::Ready as usize, Ordering::SeqCst);
         let cpus = crate::sys::process_affinity_cpus();
         let work_fn = sh.work_fn.lock().clone();
         for w in 0..sh.plans.len() {
@@ -295,9 +328,8 @@ impl SphereSystem {
 
     fn shutdown_threads(sh: &Shared, ctl: &mut Control) {
         sh.shutdown.store(true, Ordering::SeqCst);
-        {
-            let _g = sh.sleep_lock.lock();
-            sh.wake.notify_all();
+        for w in 0..sh.slots.len() {
+            sh.wake_worker(w);
         }
         for h in ctl.threads.drain(..) {
             // A worker never panics (callbacks run under catch_unwind), so
@@ -318,13 +350,9 @@ impl SphereSystem {
         if !ctl.running {
             return Err(Error::WrongState("system is not running".into()));
         }
-        for s in self.shared.spheres.iter() {
-            s.state.store(SphereState::Terminating as usize, Ordering::Relaxed);
-        }
+        self.shared.lifecycle.store(SphereState::Terminating as usize, Ordering::SeqCst);
         Self::shutdown_threads(&self.shared, &mut ctl);
-        for s in self.shared.spheres.iter() {
-            s.state.store(SphereState::Terminated as usize, Ordering::Relaxed);
-        }
+        self.shared.lifecycle.store(SphereState::Terminated as usize, Ordering::SeqCst);
         ctl.running = false;
         Ok(())
     }
@@ -412,7 +440,9 @@ impl SphereSystem {
         if sh.pending_items.load(Ordering::SeqCst) == 0 {
             return Ok(true);
         }
-        if !self.is_running() {
+        // `is_running` waits for a concurrent stop, which drains: look at
+        // the count again after it.
+        if !self.is_running() && sh.pending_items.load(Ordering::SeqCst) != 0 {
             return Err(Error::WrongState(format!(
                 "{} items are queued but the system is not running",
                 sh.pending_items.load(Ordering::SeqCst)
@@ -442,7 +472,7 @@ impl SphereSystem {
             let (chunks, items) = s.queue.clear();
             if chunks > 0 {
                 sh.owned_queued[sh.owner[id]].fetch_sub(chunks, Ordering::AcqRel);
-                sh.queued_chunks.fetch_sub(chunks, Ordering::SeqCst);
+                sh.dequeued(chunks);
             }
             cancelled += items as u64;
         }
@@ -460,7 +490,17 @@ impl SphereSystem {
     /// State of sphere `sphere`.
     pub fn sphere_state(&self, sphere: usize) -> Result<SphereState> {
         self.check_sphere(sphere)?;
-        Ok(SphereState::from_usize(self.shared.spheres[sphere].state.load(Ordering::Relaxed)))
+        let s = &self.shared.spheres[sphere];
+        if s.waiting.load(Ordering::Relaxed) > 0 {
+            return Ok(SphereState::Waiting);
+        }
+        if s.running.load(Ordering::Relaxed) > 0 {
+            return Ok(SphereState::Processing);
+        }
+        Ok(match SphereState::from_usize(self.shared.lifecycle.load(Ordering::Relaxed)) {
+            SphereState::Ready if s.queue.chunk_count() == 0 && s.counters.has_processed() => SphereState::Idle,
+            phase => phase,
+        })
     }
 
     /// Items queued on sphere `sphere`.
@@ -504,7 +544,9 @@ impl SphereSystem {
         let h = &self.shared.hierarchy;
         let related = h.node(from).and_then(|n| n.parent) == Some(to)
             || h.node(to).and_then(|n| n.parent) == Some(from)
-            || (from != to && h.node(from).and_then(|n| n.parent).is_some() && h.node(from).and_then(|n| n.parent) == h.node(to).and_then(|n| n.parent));
+            || (from != to
+                && h.node(from).and_then(|n| n.parent).is_some()
+                && h.node(from).and_then(|n| n.parent) == h.node(to).and_then(|n| n.parent));
         if !related {
             return Err(invalid!("sphere {from} may only message its parent, children or siblings, not {to}"));
         }
@@ -566,9 +608,7 @@ impl SphereSystem {
         if out.len() != sh.buffer_len {
             return Err(invalid!("output has {} floats, buffers have {}", out.len(), sh.buffer_len));
         }
-        for s in sh.spheres.iter() {
-            s.state.store(SphereState::Accumulating as usize, Ordering::Relaxed);
-        }
+        let phase = sh.lifecycle.swap(SphereState::Accumulating as usize, Ordering::SeqCst);
         for node in sh.hierarchy.nodes().iter().rev() {
             let Some(parent) = node.parent else { continue };
             // Children have larger ids than parents, so walking ids downwards
@@ -582,18 +622,21 @@ impl SphereSystem {
         out.copy_from_slice(&root);
         root.iter_mut().for_each(|v| *v = 0.0);
         drop(root);
-        let running = self.is_running();
-        for s in sh.spheres.iter() {
-            let st = if running { SphereState::Ready } else { SphereState::Idle };
-            s.state.store(st as usize, Ordering::Relaxed);
-        }
+        // A start or stop that happened meanwhile wins over the old phase.
+        let _ = sh.lifecycle.compare_exchange(
+            SphereState::Accumulating as usize,
+            phase,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
         Ok(())
     }
 
     /// Waits with the other workers whose home sphere is on `level`.
     /// Only callable from such a worker. Returns the barrier's generation.
     pub fn level_barrier(&self, level: usize, timeout: Option<Duration>) -> Result<u64> {
-        let w = self.current_worker().ok_or_else(|| Error::WrongState("level barrier called outside a worker".into()))?;
+        let w =
+            self.current_worker().ok_or_else(|| Error::WrongState("level barrier called outside a worker".into()))?;
         let home_level = self.shared.hierarchy.nodes()[self.shared.plans[w].home].level;
         let barrier = self
             .shared
@@ -610,15 +653,16 @@ impl SphereSystem {
     /// Waits with every worker of the system (an epoch boundary). Only
     /// callable from a worker. Returns the epoch number, from 1.
     pub fn epoch_barrier(&self, timeout: Option<Duration>) -> Result<u64> {
-        let w = self.current_worker().ok_or_else(|| Error::WrongState("epoch barrier called outside a worker".into()))?;
+        let w =
+            self.current_worker().ok_or_else(|| Error::WrongState("epoch barrier called outside a worker".into()))?;
         self.wait_barrier(w, &self.shared.epoch_barrier, timeout)
     }
 
     fn wait_barrier(&self, w: usize, b: &TimedBarrier, timeout: Option<Duration>) -> Result<u64> {
         let home = &self.shared.spheres[self.shared.plans[w].home];
-        let before = home.state.swap(SphereState::Waiting as usize, Ordering::Relaxed);
+        home.waiting.fetch_add(1, Ordering::Relaxed);
         let r = b.wait(timeout.map(|t| Instant::now() + t));
-        home.state.store(before, Ordering::Relaxed);
+        home.waiting.fetch_sub(1, Ordering::Relaxed);
         r
     }
 
@@ -672,7 +716,11 @@ fn plan_workers(h: &Hierarchy, workers: usize) -> (Vec<usize>, Vec<WorkerPlan>) 
                 // A worker without leaves (more workers than leaves in its
                 // group) lives at its group's level-1 sphere, else the root.
                 let g = w % super::hierarchy::FANOUT;
-                if h.len() > 1 + g { 1 + g } else { 0 }
+                if h.len() > 1 + g {
+                    1 + g
+                } else {
+                    0
+                }
             });
             let mut steal_order: Vec<usize> = (0..h.len()).filter(|&s| owner[s] != w).collect();
             steal_order.sort_by_key(|&s| (h.distance(home, s), s));
@@ -687,27 +735,59 @@ impl Shared {
         self.spheres[sphere].queue.push(chunk);
         self.owned_queued[self.owner[sphere]].fetch_add(1, Ordering::AcqRel);
         self.queued_chunks.fetch_add(1, Ordering::SeqCst);
-        self.wake_one();
+        self.wake_for(sphere);
     }
 
-    /// Wakes one parked worker if any is parked. The SeqCst pair with
-    /// `park` (sleepers++ then check queued; queued++ then check sleepers)
-    /// guarantees that one side sees the other, so no wake-up is lost.
-    fn wake_one(&self) {
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            let _g = self.sleep_lock.lock();
-            self.wake.notify_one();
+    /// Wakes a worker that can take work queued on `sphere`: its owner if
+    /// parked, else (when thieves are allowed) any parked worker.
+    ///
+    /// No wake-up is lost: a worker sets its `sleeping` flag (SeqCst) before
+    /// its last look at the queues, and a pusher reads the flags (SeqCst)
+    /// after publishing the work, so one of the two sees the other.
+    fn wake_for(&self, sphere: usize) {
+        if self.sleepers.load(Ordering::SeqCst) == 0 {
+            return;
         }
+        if !self.wake_worker(self.owner[sphere]) && self.spheres[sphere].queue.stealing_enabled() {
+            self.wake_any();
+        }
+    }
+
+    /// Wakes one parked worker, if any; returns whether it woke one.
+    fn wake_any(&self) -> bool {
+        let n = self.slots.len();
+        let start = self.wake_cursor.fetch_add(1, Ordering::Relaxed);
+        (0..n).any(|i| self.wake_worker((start + i) % n))
+    }
+
+    /// Wakes worker `w` if it is parked; returns whether it was.
+    fn wake_worker(&self, w: usize) -> bool {
+        let slot = &self.slots[w];
+        if slot.sleeping.load(Ordering::SeqCst) && slot.sleeping.swap(false, Ordering::SeqCst) {
+            slot.unpark();
+            return true;
+        }
+        false
     }
 
     fn took(&self, sphere: usize, removed_chunks: usize) {
         if removed_chunks > 0 {
             self.owned_queued[self.owner[sphere]].fetch_sub(removed_chunks, Ordering::AcqRel);
-            self.queued_chunks.fetch_sub(removed_chunks, Ordering::SeqCst);
+            self.dequeued(removed_chunks);
         }
-        // More work remains: make sure another worker is looking at it.
-        if self.queued_chunks.load(Ordering::SeqCst) > 0 {
-            self.wake_one();
+        // More work remains here: make sure another worker is looking at it.
+        if self.spheres[sphere].queue.chunk_count() > 0 {
+            self.wake_for(sphere);
+        }
+    }
+
+    /// Counts `n` chunks out of the queues. When a shutdown is draining and
+    /// this was the last chunk, parked workers wake up to exit.
+    fn dequeued(&self, n: usize) {
+        if self.queued_chunks.fetch_sub(n, Ordering::SeqCst) == n && self.shutdown.load(Ordering::SeqCst) {
+            for w in 0..self.slots.len() {
+                self.wake_worker(w);
+            }
         }
     }
 
@@ -758,6 +838,9 @@ impl Shared {
                 self.owned_queued[self.owner[plan.home]].fetch_add(pushed, Ordering::AcqRel);
                 self.queued_chunks.fetch_add(pushed, Ordering::SeqCst);
                 self.took(victim, removed);
+                if pushed > 0 {
+                    self.wake_for(plan.home);
+                }
                 return Some((plan.home, first));
             }
         }
@@ -766,7 +849,7 @@ impl Shared {
 
     fn run_piece(&self, sphere: usize, piece: Chunk, f: Option<&WorkFn>) {
         let s = &self.spheres[sphere];
-        s.state.store(SphereState::Processing as usize, Ordering::Relaxed);
+        s.running.fetch_add(1, Ordering::Relaxed);
         let n = piece.len() as u64;
         let t0 = Instant::now();
         let mut failed = 0u64;
@@ -785,8 +868,7 @@ impl Shared {
             s.counters.items_failed.fetch_add(failed, Ordering::Relaxed);
             self.failed_items.fetch_add(failed, Ordering::Relaxed);
         }
-        let idle = s.queue.chunk_count() == 0;
-        s.state.store(if idle { SphereState::Idle } else { SphereState::Ready } as usize, Ordering::Relaxed);
+        s.running.fetch_sub(1, Ordering::Relaxed);
         self.finish_items(n);
     }
 
@@ -809,10 +891,12 @@ impl Shared {
         CURRENT_WORKER.with(|c| c.set((0, 0)));
     }
 
-    /// Spins briefly, then parks until work arrives. Returns false when the
-    /// worker should exit (shutdown requested and nothing left queued).
+    /// Spins briefly, then parks until work it can take arrives. Returns
+    /// false when the worker should exit (shutdown requested and nothing
+    /// left queued).
     fn idle(&self, w: usize, cursor: &mut usize, f: Option<&WorkFn>) -> bool {
         let backoff = Backoff::new();
+        let slot = &self.slots[w];
         loop {
             if let Some((sphere, piece)) = self.find_work(w, cursor) {
                 self.run_piece(sphere, piece, f);
@@ -825,14 +909,34 @@ impl Shared {
                 backoff.snooze();
                 continue;
             }
-            let mut g = self.sleep_lock.lock();
+            // Announce the nap, then look once more: work published before
+            // the flag was visible is found by this look, work published
+            // after it comes with a wake-up (see `wake_for`).
+            slot.sleeping.store(true, Ordering::SeqCst);
             self.sleepers.fetch_add(1, Ordering::SeqCst);
-            if self.queued_chunks.load(Ordering::SeqCst) == 0 && !self.shutdown.load(Ordering::SeqCst) {
-                self.wake.wait(&mut g);
+            let found = self.find_work(w, cursor);
+            let exit = found.is_none()
+                && self.shutdown.load(Ordering::SeqCst)
+                && self.queued_chunks.load(Ordering::SeqCst) == 0;
+            if found.is_none() && !exit {
+                // Also during a shutdown: what is left belongs to others, and
+                // whoever takes the last chunk wakes everyone (`dequeued`).
+                slot.park();
             }
+            // A waker clears the flag before unparking; clearing it here too
+            // covers the paths that did not park. A token left by a late
+            // waker only costs one extra look at the queues.
+            slot.sleeping.store(false, Ordering::SeqCst);
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
-            drop(g);
+            if let Some((sphere, piece)) = found {
+                self.run_piece(sphere, piece, f);
+                return true;
+            }
+            if exit {
+                return false;
+            }
             backoff.reset();
         }
     }
+
 }

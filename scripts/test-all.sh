@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Runs every test of libcllm, failing at the first error:
+#   deps     install cmake, a C/C++ compiler, make and pkg-config if missing
+#   fmt      cargo fmt --check
+#   clippy   cargo clippy --all-targets -- -D warnings
+#   test     cargo test --release
+#   headers  include/ is what build.rs generates (committed, not stale)
+#   cmake    cmake configure + build of build/ci, then ctest (C tests, ASan,
+#            C++ examples, header self-containment, static link, consumers)
+#
+# Usage: bash scripts/test-all.sh [stage ...]     (default: all, in order)
+# Environment: CLLM_CI_BUILD_DIR (default build/ci), CLLM_CI_JOBS (default 2).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+BUILD_DIR=${CLLM_CI_BUILD_DIR:-build/ci}
+JOBS=${CLLM_CI_JOBS:-2}
+ALL_STAGES=(deps fmt clippy test headers cmake)
+
+if [[ $# -gt 0 ]]; then
+    STAGES=("$@")
+    for s in "${STAGES[@]}"; do
+        case " ${ALL_STAGES[*]} " in
+            *" $s "*) ;;
+            *) echo "test-all.sh: unknown stage '$s' (stages: ${ALL_STAGES[*]})" >&2; exit 2 ;;
+        esac
+    done
+else
+    STAGES=("${ALL_STAGES[@]}")
+fi
+
+# ------------------------------------------------------------------ helpers
+now_ms() { date +%s%3N; }
+fmt_ms() { printf '%d.%03ds' $(($1 / 1000)) $(($1 % 1000)); }
+
+TIMINGS=()
+T_START=$(now_ms)
+# step <label> <command...>: runs a command and prints its wall time.
+step() {
+    local label=$1
+    shift
+    echo
+    echo "==> [$label] $*"
+    local t0
+    t0=$(now_ms)
+    "$@"
+    local dt=$(($(now_ms) - t0))
+    echo "<== [$label] ok in $(fmt_ms "$dt")"
+    TIMINGS+=("$(printf '%-16s %10s' "$label" "$(fmt_ms "$dt")")")
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+APT_UPDATED=0
+can_apt() { [[ $(id -u) -eq 0 ]] && have apt-get; }
+apt_install() {
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+missing() {
+    echo "test-all.sh: $1 is missing and cannot be installed automatically." >&2
+    echo "Install it, for example: $2" >&2
+    exit 1
+}
+
+# ------------------------------------------------------------------- stages
+stage_deps() {
+    if ! have cargo; then
+        missing "the Rust toolchain (cargo)" \
+            "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy"
+    fi
+    for comp in rustfmt clippy; do
+        local probe=(cargo fmt --version)
+        [[ $comp == clippy ]] && probe=(cargo clippy --version)
+        if ! "${probe[@]}" >/dev/null 2>&1; then
+            if have rustup; then
+                rustup component add "$comp"
+            else
+                missing "the Rust component $comp" "rustup component add $comp"
+            fi
+        fi
+    done
+
+    if ! have cmake; then
+        if can_apt; then
+            apt_install cmake
+        elif have python3 && python3 -m pip install --user cmake; then
+            PATH="$(python3 -m site --user-base)/bin:$PATH"
+            export PATH
+        elif have pip && pip install --user cmake; then
+            PATH="$HOME/.local/bin:$PATH"
+            export PATH
+        else
+            missing "cmake (>= 3.16)" "apt-get install cmake   or   pip install cmake"
+        fi
+    fi
+    if ! { have cc || have gcc || have clang; } || ! { have c++ || have g++ || have clang++; } ||
+        ! { have make || have ninja; }; then
+        if can_apt; then
+            apt_install build-essential
+        else
+            missing "a C and C++ compiler with make" "apt-get install build-essential   (gcc, g++, make)"
+        fi
+    fi
+    if ! { have pkg-config || have pkgconf; }; then
+        if can_apt; then
+            apt_install pkg-config
+        else
+            missing "pkg-config" "apt-get install pkg-config"
+        fi
+    fi
+    echo "cargo:      $(cargo --version)"
+    echo "cmake:      $(cmake --version | head -n1)"
+    echo "C compiler: $( (cc --version 2>/dev/null || gcc --version 2>/dev/null || clang --version) | head -n1)"
+    echo "pkg-config: $( (pkg-config --version 2>/dev/null || pkgconf --version) | head -n1)"
+}
+
+stage_fmt() { step fmt cargo fmt --check; }
+
+stage_clippy() { step clippy cargo clippy --all-targets -- -D warnings; }
+
+stage_test() { step cargo-test cargo test --release; }
+
+check_headers() {
+    if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        echo "not a git checkout: header freshness not checked"
+        return 0
+    fi
+    local stale=0
+    if ! git diff --exit-code -- include/; then
+        stale=1
+    fi
+    local untracked
+    untracked=$(git status --porcelain --untracked-files=all -- include/)
+    if [[ -n $untracked ]]; then
+        echo "$untracked"
+        stale=1
+    fi
+    if [[ $stale -ne 0 ]]; then
+        echo "headers are stale: run cargo build and commit include/" >&2
+        return 1
+    fi
+    echo "include/ is up to date"
+}
+
+stage_headers() {
+    # build.rs regenerates include/ (a no-op after `cargo test --release`).
+    step cargo-build cargo build --release --lib
+    step headers check_headers
+}
+
+run_ctest() { (cd "$BUILD_DIR" && ctest --output-on-failure -j"$JOBS"); }
+
+stage_cmake() {
+    step cmake-configure cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+    step cmake-build cmake --build "$BUILD_DIR" -j"$JOBS"
+    # (cd instead of `ctest --test-dir`, which needs CMake >= 3.20)
+    step ctest run_ctest
+}
+
+# --------------------------------------------------------------------- main
+for s in "${STAGES[@]}"; do
+    if [[ $s == deps ]]; then
+        step deps stage_deps
+    else
+        "stage_$s"
+    fi
+done
+
+echo
+echo "== timings ($ROOT)"
+for line in "${TIMINGS[@]}"; do echo "  $line"; done
+echo "  $(printf '%-16s %10s' total "$(fmt_ms $(($(now_ms) - T_START)))")"
+echo "test-all.sh: all stages passed (${STAGES[*]})"
