@@ -59,11 +59,18 @@ impl Chunk {
     }
 
     /// Calls `f` on every item in order.
+    #[cfg(test)]
+    pub(crate) fn for_each(&self, f: impl FnMut(u64)) {
+        self.for_each_from(0, f);
+    }
+
+    /// Calls `f` on the items from position `skip` on, in order.
     #[inline]
-    pub(crate) fn for_each(&self, mut f: impl FnMut(u64)) {
+    pub(crate) fn for_each_from(&self, skip: usize, mut f: impl FnMut(u64)) {
+        let from = (self.start + skip).min(self.end);
         match &self.items {
-            Items::Array(a) => a[self.start..self.end].iter().for_each(|&v| f(v)),
-            Items::Range(first) => (self.start..self.end).for_each(|i| f(first + i as u64)),
+            Items::Array(a) => a[from..self.end].iter().for_each(|&v| f(v)),
+            Items::Range(first) => (from..self.end).for_each(|i| f(first + i as u64)),
         }
     }
 }
@@ -83,6 +90,13 @@ pub(crate) struct WorkQueue {
     items: AtomicUsize,
     steal_disabled: AtomicBool,
 }
+
+/// Smallest piece an owner takes from a large chunk, and the size above
+/// which a thief splits a lone chunk instead of taking it whole.
+pub(crate) const MIN_PIECE: usize = 256;
+/// Largest piece an owner takes at once: bounds how long the rest of a
+/// chunk stays out of thieves' reach (~4 ms of 1 µs items).
+pub(crate) const MAX_PIECE: usize = 4096;
 
 /// Steal several chunks at once only when the victim holds at least this many.
 const BATCH_STEAL_THRESHOLD: usize = 4;
@@ -119,15 +133,19 @@ impl WorkQueue {
         self.chunks.fetch_add(1, Ordering::Release);
     }
 
-    /// Owner side: the oldest items, at most `grain` of them. Returns the
-    /// piece and how many chunks left the queue (0 or 1).
-    pub(crate) fn pop_front(&self, grain: usize) -> Option<(Chunk, usize)> {
+    /// Owner side: the oldest items. From a large chunk it takes a quarter
+    /// of what is left, between [`MIN_PIECE`] and [`MAX_PIECE`] items
+    /// (guided self-scheduling: big pieces while there is much work, small
+    /// ones near the end). Returns the piece and how many chunks left the
+    /// queue (0 or 1).
+    pub(crate) fn pop_front(&self) -> Option<(Chunk, usize)> {
         if self.chunk_count() == 0 {
             return None;
         }
         let mut q = self.deque.lock();
         let front = q.front_mut()?;
-        let (piece, removed) = if front.len() > grain { (front.split_front(grain), 0) } else { (q.pop_front()?, 1) };
+        let take = (front.len() / 4).clamp(MIN_PIECE, MAX_PIECE);
+        let (piece, removed) = if front.len() > take { (front.split_front(take), 0) } else { (q.pop_front()?, 1) };
         self.items.fetch_sub(piece.len(), Ordering::Relaxed);
         self.chunks.fetch_sub(removed, Ordering::Release);
         Some((piece, removed))
@@ -136,7 +154,7 @@ impl WorkQueue {
     /// Thief side: the newest work. Takes up to half of the chunks when
     /// there are many, or the newest half of a lone large chunk. Returns the
     /// stolen work newest first and how many chunks left the queue.
-    pub(crate) fn steal(&self, grain: usize) -> Option<(Stolen, usize)> {
+    pub(crate) fn steal(&self) -> Option<(Stolen, usize)> {
         if self.chunk_count() == 0 || !self.stealing_enabled() {
             return None;
         }
@@ -144,7 +162,7 @@ impl WorkQueue {
         let len = q.len();
         let (chunks, removed) = match len {
             0 => return None,
-            1 if q[0].len() > grain => (vec![q[0].split_back_half()], 0),
+            1 if q[0].len() > MIN_PIECE => (vec![q[0].split_back_half()], 0),
             n if n >= BATCH_STEAL_THRESHOLD => {
                 let take = (n / 2).min(MAX_BATCH_STEAL);
                 let mut v: Vec<Chunk> = Vec::with_capacity(take);
@@ -192,7 +210,7 @@ mod tests {
         for v in 1..=5 {
             q.push(single(v));
         }
-        let got: Vec<u64> = std::iter::from_fn(|| q.pop_front(8)).flat_map(|(c, _)| values(&c)).collect();
+        let got: Vec<u64> = std::iter::from_fn(|| q.pop_front()).flat_map(|(c, _)| values(&c)).collect();
         assert_eq!(got, vec![1, 2, 3, 4, 5]);
         assert_eq!(q.item_count(), 0);
     }
@@ -203,10 +221,10 @@ mod tests {
         for v in 1..=3 {
             q.push(single(v));
         }
-        let (s, removed) = q.steal(8).unwrap();
+        let (s, removed) = q.steal().unwrap();
         assert_eq!(removed, 1);
         assert_eq!(values(&s.chunks[0]), vec![3]);
-        assert_eq!(values(&q.pop_front(8).unwrap().0), vec![1]);
+        assert_eq!(values(&q.pop_front().unwrap().0), vec![1]);
     }
 
     #[test]
@@ -215,7 +233,7 @@ mod tests {
         for v in 1..=8 {
             q.push(single(v));
         }
-        let (s, removed) = q.steal(8).unwrap();
+        let (s, removed) = q.steal().unwrap();
         assert_eq!(removed, 4);
         let got: Vec<u64> = s.chunks.iter().flat_map(values).collect();
         assert_eq!(got, vec![8, 7, 6, 5]);
@@ -225,13 +243,26 @@ mod tests {
     #[test]
     fn large_chunk_is_split_not_handed_whole() {
         let q = WorkQueue::default();
-        q.push(Chunk::new(Items::Range(100), 0, 10));
-        let (s, removed) = q.steal(2).unwrap();
+        q.push(Chunk::new(Items::Range(0), 0, 4 * MIN_PIECE));
+        let (s, removed) = q.steal().unwrap();
         assert_eq!(removed, 0);
-        assert_eq!(values(&s.chunks[0]), vec![105, 106, 107, 108, 109]);
-        let (front, _) = q.pop_front(2).unwrap();
-        assert_eq!(values(&front), vec![100, 101]);
-        assert_eq!(q.item_count(), 3);
+        let stolen = values(&s.chunks[0]);
+        assert_eq!(stolen.first(), Some(&(2 * MIN_PIECE as u64)), "thief takes the newest half");
+        assert_eq!(stolen.len(), 2 * MIN_PIECE);
+        let (front, _) = q.pop_front().unwrap();
+        assert_eq!(values(&front), (0..MIN_PIECE as u64).collect::<Vec<_>>());
+        assert_eq!(q.item_count(), MIN_PIECE);
+    }
+
+    #[test]
+    fn owner_pieces_shrink_towards_the_end() {
+        let q = WorkQueue::default();
+        q.push(Chunk::new(Items::Range(0), 0, 100_000));
+        let sizes: Vec<usize> = std::iter::from_fn(|| q.pop_front()).map(|(c, _)| c.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 100_000);
+        assert_eq!(sizes[0], MAX_PIECE);
+        assert!(sizes.iter().all(|&n| n <= MAX_PIECE));
+        assert!(*sizes.last().unwrap() <= MIN_PIECE);
     }
 
     #[test]
@@ -239,7 +270,7 @@ mod tests {
         let q = WorkQueue::default();
         q.push(single(1));
         q.set_stealing(false);
-        assert!(q.steal(8).is_none());
-        assert!(q.pop_front(8).is_some());
+        assert!(q.steal().is_none());
+        assert!(q.pop_front().is_some());
     }
 }

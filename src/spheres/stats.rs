@@ -167,6 +167,12 @@ impl SphereSystem {
     /// A readable, aligned report: totals per level, then one row for every
     /// sphere that did anything (idle spheres are counted, not listed).
     pub fn stats_table(&self) -> String {
+        self.stats_table_limited(usize::MAX)
+    }
+
+    /// Like [`SphereSystem::stats_table`] but lists at most `max_rows`
+    /// active spheres, the busiest first, and counts the rest.
+    pub fn stats_table_limited(&self, max_rows: usize) -> String {
         let s = self.summary();
         let h = self.hierarchy();
         let mut out = String::new();
@@ -199,15 +205,23 @@ impl SphereSystem {
             "{:>6} {:>5} {:>5} {:>13} {:>12} {:>10} {:>10} {:>10} {:>6} {:>6} {:>7}",
             "sphere", "level", "group", "state", "items", "busy ms", "stole-in", "stolen", "sent", "recv", "queued"
         );
-        let mut quiet = 0usize;
-        for n in h.nodes() {
-            let st = self.sphere_stats(n.id).expect("id in range");
-            let active =
-                st.items_processed + st.stolen_from + st.messages_sent + st.messages_received + st.queue_size > 0;
-            if !active {
-                quiet += 1;
-                continue;
-            }
+        let mut active: Vec<(usize, SphereStats)> = h
+            .nodes()
+            .iter()
+            .map(|n| (n.id, self.sphere_stats(n.id).expect("id in range")))
+            .filter(|(_, st)| {
+                st.items_processed + st.stolen_from + st.messages_sent + st.messages_received + st.queue_size > 0
+            })
+            .collect();
+        let quiet = h.len() - active.len();
+        let hidden = active.len().saturating_sub(max_rows);
+        if hidden > 0 {
+            active.sort_by_key(|(id, st)| (std::cmp::Reverse(st.busy_ns), *id));
+            active.truncate(max_rows);
+            active.sort_by_key(|(id, _)| *id);
+        }
+        for (id, st) in active {
+            let n = &h.nodes()[id];
             let _ = writeln!(
                 out,
                 "{:>6} {:>5} {:>5} {:>13} {:>12} {:>10.3} {:>10} {:>10} {:>6} {:>6} {:>7}",
@@ -223,6 +237,9 @@ impl SphereSystem {
                 st.messages_received,
                 st.queue_size
             );
+        }
+        if hidden > 0 {
+            let _ = writeln!(out, "({hidden} less busy active spheres not listed)");
         }
         if quiet > 0 {
             let _ = writeln!(out, "({quiet} spheres with no activity not listed)");

@@ -4,7 +4,7 @@
 use super::barrier::TimedBarrier;
 use super::hierarchy::{Hierarchy, MAX_SPHERES};
 use super::mailbox::{Mailbox, Message, MessageKind, Priority};
-use super::queue::{Chunk, Items, WorkQueue};
+use super::queue::{Chunk, Items, WorkQueue, MIN_PIECE};
 use super::stats::{SphereCounters, SphereState, SphereStats, SystemSummary};
 use crate::error::{invalid, Error, Result};
 use crossbeam_utils::{Backoff, CachePadded};
@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 /// The per-item work function: `(item, sphere_id)`.
 pub type WorkFn = Arc<dyn Fn(u64, usize) + Send + Sync>;
 
-/// Items a worker takes from a queue at a time; larger chunks are split.
-/// Big enough that locking is amortised, small enough to balance 1 µs items.
-const GRAIN: usize = 256;
+/// Chunks one distribute call makes per worker: enough for stealing to
+/// balance, few enough that queueing costs nothing per item.
+const CHUNKS_PER_WORKER: usize = 16;
 /// Hard ceiling on worker threads, a guard against absurd requests.
 pub const MAX_THREADS: usize = 1024;
 /// Default mailbox capacity per sphere.
@@ -81,23 +81,9 @@ pub(crate) struct Sphere {
 #[derive(Default)]
 struct WorkerSlot {
     sleeping: AtomicBool,
-    token: Mutex<bool>,
-    unparked: Condvar,
-}
-
-impl WorkerSlot {
-    fn park(&self) {
-        let mut t = self.token.lock();
-        while !*t {
-            self.unparked.wait(&mut t);
-        }
-        *t = false;
-    }
-
-    fn unpark(&self) {
-        *self.token.lock() = true;
-        self.unparked.notify_one();
-    }
+    parker: crate::sys::Parker,
+    /// CPU the worker last woke up on (usize::MAX before the first nap).
+    last_cpu: AtomicUsize,
 }
 
 /// Static plan of one worker, fixed at creation.
@@ -214,7 +200,9 @@ impl SphereSystem {
             pending_items: CachePadded::new(AtomicU64::new(0)),
             work_fn: Mutex::new(None),
             sleepers: AtomicUsize::new(0),
-            slots: (0..threads).map(|_| CachePadded::new(WorkerSlot::default())).collect(),
+            slots: (0..threads)
+                .map(|_| CachePadded::new(WorkerSlot { last_cpu: AtomicUsize::new(usize::MAX), ..Default::default() }))
+                .collect(),
             wake_cursor: AtomicUsize::new(0),
             lifecycle: AtomicUsize::new(SphereState::Initializing as usize),
             shutdown: AtomicBool::new(false),
@@ -389,7 +377,7 @@ impl SphereSystem {
             return;
         }
         let sh = &self.shared;
-        let pieces = n.div_ceil(GRAIN).min(sh.spread.len()).max(1);
+        let pieces = n.div_ceil(MIN_PIECE).min(sh.plans.len() * CHUNKS_PER_WORKER).min(sh.spread.len()).max(1);
         let per = n.div_ceil(pieces);
         let first = sh.spread_cursor.fetch_add(pieces, Ordering::Relaxed);
         sh.pending_items.fetch_add(n as u64, Ordering::SeqCst);
@@ -748,9 +736,21 @@ impl Shared {
         if self.sleepers.load(Ordering::SeqCst) == 0 {
             return;
         }
-        if !self.wake_worker(self.owner[sphere]) && self.spheres[sphere].queue.stealing_enabled() {
+        let stealable = self.spheres[sphere].queue.stealing_enabled();
+        if stealable && self.wake_on_this_cpu() {
+            return;
+        }
+        if !self.wake_worker(self.owner[sphere]) && stealable {
             self.wake_any();
         }
+    }
+
+    /// Wakes a parked worker that last ran on the caller's CPU: the work
+    /// just written is in that CPU's cache, and the kernel can switch to the
+    /// worker without waking another CPU. Returns whether it woke one.
+    fn wake_on_this_cpu(&self) -> bool {
+        let Some(cpu) = crate::sys::current_cpu() else { return false };
+        (0..self.slots.len()).any(|w| self.slots[w].last_cpu.load(Ordering::Relaxed) == cpu && self.wake_worker(w))
     }
 
     /// Wakes one parked worker, if any; returns whether it woke one.
@@ -764,7 +764,7 @@ impl Shared {
     fn wake_worker(&self, w: usize) -> bool {
         let slot = &self.slots[w];
         if slot.sleeping.load(Ordering::SeqCst) && slot.sleeping.swap(false, Ordering::SeqCst) {
-            slot.unpark();
+            slot.parker.unpark();
             return true;
         }
         false
@@ -802,7 +802,7 @@ impl Shared {
     /// then a steal. Returns (sphere to report, piece).
     fn find_work(&self, w: usize, cursor: &mut usize) -> Option<(usize, Chunk)> {
         let plan = &self.plans[w];
-        if let Some((c, removed)) = self.spheres[plan.home].queue.pop_front(GRAIN) {
+        if let Some((c, removed)) = self.spheres[plan.home].queue.pop_front() {
             self.took(plan.home, removed);
             return Some((plan.home, c));
         }
@@ -810,7 +810,7 @@ impl Shared {
             let n = plan.owned.len();
             for step in 0..n {
                 let s = plan.owned[(*cursor + step) % n];
-                if let Some((c, removed)) = self.spheres[s].queue.pop_front(GRAIN) {
+                if let Some((c, removed)) = self.spheres[s].queue.pop_front() {
                     *cursor = (*cursor + step) % n;
                     self.took(s, removed);
                     return Some((s, c));
@@ -821,7 +821,7 @@ impl Shared {
             return None;
         }
         for &victim in &plan.steal_order {
-            if let Some((stolen, removed)) = self.spheres[victim].queue.steal(GRAIN) {
+            if let Some((stolen, removed)) = self.spheres[victim].queue.steal() {
                 self.spheres[victim].counters.stolen_from.fetch_add(stolen.items as u64, Ordering::Relaxed);
                 self.spheres[plan.home].counters.stolen_to.fetch_add(stolen.items as u64, Ordering::Relaxed);
                 let mut chunks = stolen.chunks.into_iter();
@@ -854,13 +854,21 @@ impl Shared {
         let t0 = Instant::now();
         let mut failed = 0u64;
         if let Some(f) = f {
-            piece.for_each(|item| {
-                // Catching per item keeps every other item of the piece
-                // running when one callback panics.
-                if catch_unwind(AssertUnwindSafe(|| f(item, sphere))).is_err() {
+            // One unwind guard per piece keeps the item loop tight; after a
+            // panic the loop resumes behind the failed item, so every other
+            // item of the piece still runs.
+            let mut done = 0usize;
+            while done < piece.len() {
+                let run = catch_unwind(AssertUnwindSafe(|| {
+                    piece.for_each_from(done, |item| {
+                        done += 1;
+                        f(item, sphere);
+                    })
+                }));
+                if run.is_err() {
                     failed += 1;
                 }
-            });
+            }
         }
         s.counters.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         s.counters.items_processed.fetch_add(n, Ordering::Relaxed);
@@ -921,13 +929,14 @@ impl Shared {
             if found.is_none() && !exit {
                 // Also during a shutdown: what is left belongs to others, and
                 // whoever takes the last chunk wakes everyone (`dequeued`).
-                slot.park();
+                slot.parker.park();
             }
             // A waker clears the flag before unparking; clearing it here too
             // covers the paths that did not park. A token left by a late
             // waker only costs one extra look at the queues.
             slot.sleeping.store(false, Ordering::SeqCst);
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            slot.last_cpu.store(crate::sys::current_cpu().unwrap_or(usize::MAX), Ordering::Relaxed);
             if let Some((sphere, piece)) = found {
                 self.run_piece(sphere, piece, f);
                 return true;
@@ -938,5 +947,4 @@ impl Shared {
             backoff.reset();
         }
     }
-
 }

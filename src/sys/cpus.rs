@@ -91,6 +91,13 @@ pub fn usable_cpus() -> usize {
     cgroup_cpu_limit().map_or(affinity, |l| l.min(affinity)).max(1)
 }
 
+/// The CPU the calling thread runs on now (a hint: it may move at once).
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu takes no arguments and only returns a number.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
 /// Pins the calling thread to one CPU. Returns false when the OS refuses
 /// (e.g. the CPU is outside the allowed set).
 pub fn pin_current_thread(cpu: usize) -> bool {

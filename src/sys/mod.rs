@@ -2,7 +2,9 @@
 //! process may really use, the CPU/NUMA layout, and thread pinning.
 
 mod cpus;
+mod futex;
 mod topology;
 
-pub use cpus::{cgroup_cpu_limit, pin_current_thread, process_affinity_cpus, usable_cpus};
+pub use cpus::{cgroup_cpu_limit, current_cpu, pin_current_thread, process_affinity_cpus, usable_cpus};
+pub use futex::Parker;
 pub use topology::{CpuInfo, CpuTopology, NumaNode};

@@ -132,7 +132,7 @@ fn spheres_part(a: &Args) -> cllm::Result<()> {
         }
     }
     sys.stop()?;
-    print!("{}", sys.stats_table());
+    print!("{}", sys.stats_table_limited(24));
     if !ok {
         return Err(cllm::Error::System("reduction disagrees with the sieve".into()));
     }
