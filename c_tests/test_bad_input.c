@@ -102,6 +102,9 @@ static void bad_creation(void)
         {"num_spheres 1886", 2, 1886, 0, 256, 0}, {"num_threads -1", 2, 0, -1, 256, 0},
         {"buffer_len -1", 2, 0, 0, 256, -1},    {"mailbox_capacity 0", 2, 0, 0, 0, 0},
         {"mailbox_capacity -5", 2, 0, 0, -5, 0},
+        {"buffer_len beyond memory (1e9 floats x 1885 spheres)", 4, 0, 1, 256, 1000000000LL},
+        {"buffer_len beyond the address space", 2, 0, 1, 256, INT64_MAX},
+        {"num_threads 100000", 2, 0, 100000, 256, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         KissingSpheresOptions o;

@@ -414,3 +414,13 @@ fn idle_workers_park_and_wake_for_new_work() {
     assert!(done.load(Ordering::SeqCst));
     sys.stop().unwrap();
 }
+
+#[test]
+fn oversized_reduction_buffers_fail_cleanly() {
+    // 10^9 floats per sphere on 1885 spheres: far beyond this machine; the
+    // constructor must report it, not abort the process.
+    let opts = SphereOptions { shape: Shape::Levels(4), threads: 1, buffer_len: 1_000_000_000, ..Default::default() };
+    assert!(matches!(SphereSystem::new(&opts), Err(Error::System(_))));
+    let opts = SphereOptions { buffer_len: usize::MAX / 2, ..opts };
+    assert!(matches!(SphereSystem::new(&opts), Err(Error::InvalidArgument(_))));
+}

@@ -168,6 +168,15 @@ impl SphereSystem {
         if buffer_bytes > (isize::MAX as u128) / 2 {
             return Err(invalid!("reduction buffers of {} floats per sphere are too large", options.buffer_len));
         }
+        let memory = crate::sys::memory_limit_bytes();
+        if buffer_bytes > memory as u128 {
+            return Err(Error::System(format!(
+                "reduction buffers need {buffer_bytes} bytes ({} spheres x {} floats); this process may use {memory}",
+                hierarchy.len(),
+                options.buffer_len
+            )));
+        }
+        // Zeroed allocations are lazily mapped: untouched buffers cost no RAM.
         let spheres: Box<[CachePadded<Sphere>]> = (0..hierarchy.len())
             .map(|_| {
                 CachePadded::new(Sphere {

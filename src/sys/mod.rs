@@ -5,6 +5,8 @@ mod cpus;
 mod futex;
 mod topology;
 
-pub use cpus::{cgroup_cpu_limit, current_cpu, pin_current_thread, process_affinity_cpus, usable_cpus};
+pub use cpus::{
+    cgroup_cpu_limit, current_cpu, memory_limit_bytes, pin_current_thread, process_affinity_cpus, usable_cpus,
+};
 pub use futex::Parker;
 pub use topology::{CpuInfo, CpuTopology, NumaNode};
