@@ -3,6 +3,7 @@
 //! and reduction buffers; a bounded pool of worker threads runs them.
 
 mod barrier;
+mod bufpool;
 pub mod hierarchy;
 mod mailbox;
 mod queue;

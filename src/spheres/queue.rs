@@ -3,6 +3,7 @@
 //! Entries are chunks (ranges over a shared item array) so that per-item
 //! cost stays tiny; a chunk larger than the grain is split on the way out.
 
+use super::bufpool::{BufPool, PooledItems};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,10 +13,16 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub(crate) enum Items {
     /// A copy of the caller's array (shared by the chunks cut from it).
-    Array(Arc<[u64]>),
+    Array(Arc<PooledItems>),
     /// Consecutive values: item at index i is `first + i`.
     Range(u64),
+    /// Up to [`INLINE_ITEMS`] values stored in the chunk itself, so that
+    /// queueing a single item allocates nothing.
+    Inline([u64; INLINE_ITEMS]),
 }
+
+/// Most items a chunk stores without a heap buffer.
+pub(crate) const INLINE_ITEMS: usize = 4;
 
 /// A run of items `start..end` of one [`Items`] source.
 #[derive(Clone, Debug)]
@@ -32,9 +39,15 @@ impl Chunk {
         Chunk { items, start, end }
     }
 
-    /// A chunk owning a copy of `values`.
-    pub(crate) fn copy_of(values: &[u64]) -> Chunk {
-        Chunk::new(Items::Array(Arc::from(values)), 0, values.len())
+    /// A chunk owning a copy of `values`: inline when tiny, else in a
+    /// buffer of `pool`.
+    pub(crate) fn copy_of(pool: &Arc<BufPool>, values: &[u64]) -> Chunk {
+        if values.len() <= INLINE_ITEMS {
+            let mut inline = [0u64; INLINE_ITEMS];
+            inline[..values.len()].copy_from_slice(values);
+            return Chunk::new(Items::Inline(inline), 0, values.len());
+        }
+        Chunk::new(Items::Array(Arc::new(pool.copy(values))), 0, values.len())
     }
 
     /// Number of items.
@@ -70,6 +83,7 @@ impl Chunk {
         let from = (self.start + skip).min(self.end);
         match &self.items {
             Items::Array(a) => a[from..self.end].iter().for_each(|&v| f(v)),
+            Items::Inline(a) => a[from..self.end].iter().for_each(|&v| f(v)),
             Items::Range(first) => (from..self.end).for_each(|i| f(first + i as u64)),
         }
     }
@@ -201,7 +215,7 @@ mod tests {
     }
 
     fn single(v: u64) -> Chunk {
-        Chunk::copy_of(&[v])
+        Chunk::copy_of(&Arc::new(BufPool::default()), &[v])
     }
 
     #[test]

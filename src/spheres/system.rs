@@ -2,6 +2,7 @@
 //! work queued on logical spheres.
 
 use super::barrier::TimedBarrier;
+use super::bufpool::BufPool;
 use super::hierarchy::{Hierarchy, MAX_SPHERES};
 use super::mailbox::{Mailbox, Message, MessageKind, Priority};
 use super::queue::{Chunk, Items, WorkQueue, MIN_PIECE};
@@ -82,7 +83,7 @@ pub(crate) struct Sphere {
 struct WorkerSlot {
     sleeping: AtomicBool,
     parker: crate::sys::Parker,
-    /// CPU the worker last woke up on (usize::MAX before the first nap).
+    /// CPU the worker last parked on (usize::MAX before the first nap).
     last_cpu: AtomicUsize,
 }
 
@@ -133,6 +134,8 @@ struct Shared {
     buffer_len: usize,
     pin_threads: bool,
     failed_items: AtomicU64,
+    /// Recycled memory for copies of distributed arrays.
+    buffers: Arc<BufPool>,
 }
 
 struct Control {
@@ -222,6 +225,7 @@ impl SphereSystem {
             buffer_len: options.buffer_len,
             pin_threads: options.pin_threads,
             failed_items: AtomicU64::new(0),
+            buffers: Arc::new(BufPool::default()),
             hierarchy,
         };
         Ok(SphereSystem {
@@ -367,7 +371,8 @@ impl SphereSystem {
     /// Queues a copy of `items`, spread over the leaf spheres group by
     /// group. Accepted running or stopped (then it runs on start).
     pub fn distribute(&self, items: &[u64]) -> Result<()> {
-        self.spread_chunks(items.len(), |a, b| Chunk::copy_of(&items[a..b]));
+        let pool = &self.shared.buffers;
+        self.spread_chunks(items.len(), |a, b| Chunk::copy_of(pool, &items[a..b]));
         Ok(())
     }
 
@@ -402,7 +407,7 @@ impl SphereSystem {
         self.check_sphere(sphere)?;
         self.shared.pending_items.fetch_add(items.len() as u64, Ordering::SeqCst);
         for &v in items {
-            self.shared.push(sphere, Chunk::copy_of(&[v]));
+            self.shared.push(sphere, Chunk::copy_of(&self.shared.buffers, &[v]));
         }
         Ok(())
     }
@@ -936,6 +941,8 @@ impl Shared {
                 && self.shutdown.load(Ordering::SeqCst)
                 && self.queued_chunks.load(Ordering::SeqCst) == 0;
             if found.is_none() && !exit {
+                // Where it naps is where the kernel will prefer to wake it.
+                slot.last_cpu.store(crate::sys::current_cpu().unwrap_or(usize::MAX), Ordering::Relaxed);
                 // Also during a shutdown: what is left belongs to others, and
                 // whoever takes the last chunk wakes everyone (`dequeued`).
                 slot.parker.park();
@@ -945,7 +952,6 @@ impl Shared {
             // waker only costs one extra look at the queues.
             slot.sleeping.store(false, Ordering::SeqCst);
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
-            slot.last_cpu.store(crate::sys::current_cpu().unwrap_or(usize::MAX), Ordering::Relaxed);
             if let Some((sphere, piece)) = found {
                 self.run_piece(sphere, piece, f);
                 return true;

@@ -49,10 +49,11 @@ pub fn run(rep: &mut Reporter) -> Result<(), String> {
     let trivial: WorkFn = Arc::new(|item, _| {
         black_box(item);
     });
-    // `distribute` copies into fresh buffers. Until the process has freed
-    // a large block, glibc serves them with fresh (page-faulting) memory on
-    // every run; measure that "cold heap" state first, then warm the heap so
-    // the main rows do not depend on the order of the cases.
+    // `distribute` copies the items. Until the process has freed a large
+    // block, glibc serves big allocations with fresh (page-faulting) memory
+    // and returns it on free; measure ours in that "cold heap" state first
+    // (it shows whether the library's copies suffer from it), then warm the
+    // heap so that the main rows do not depend on the order of the cases.
     let trivial_case = |t| Throughput { name: "trivial", threads: t, reps: 11, warm_items: ITEMS };
     let mut cold = Vec::new();
     for t in THREADS {
@@ -228,10 +229,12 @@ impl Contender {
             Contender::Ours { sys, .. } => {
                 until("sphere workers parked", || sys.parked_workers() == sys.worker_threads())
             }
-            // Rayon has no idle probe; its workers yield a few dozen
-            // times, then sleep: far less than a millisecond.
-            Contender::Rayon(_) => {
-                std::thread::sleep(Duration::from_millis(1));
+            // Rayon has no idle probe. A broadcast returns once every worker
+            // has run it, i.e. finished all earlier work; what is left is a
+            // few microseconds of spinning before they sleep, negligible
+            // against runs of a millisecond and more.
+            Contender::Rayon(pool) => {
+                pool.broadcast(|_| ());
                 Ok(())
             }
             Contender::Pool(pool) => until("pool workers parked", || pool.parked_workers() == pool.worker_threads()),
@@ -436,7 +439,10 @@ impl WakeSamples {
         let part = |same: bool| {
             let mut v: Vec<f64> =
                 self.latency.iter().zip(&self.same_cpu).filter(|(_, &s)| s == same).map(|(&l, _)| l).collect();
-            format!("{} samples, median {:.2} us", v.len(), median(&mut v))
+            match v.len() {
+                0 => "0 samples".to_string(),
+                n => format!("{n} samples, median {:.2} us", median(&mut v)),
+            }
         };
         format!("woken on the producer's CPU: {}; on another CPU: {}", part(true), part(false))
     }
