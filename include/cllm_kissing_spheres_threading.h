@@ -289,7 +289,8 @@ int kissing_spheres_distribute_work(struct KissingSpheresSystem *system,
                                     int num_items);
 
 // Queues the items `first, first+1, ..., first+count-1` without an array.
-// -1 when NULL or the range overflows.
+// -1 when NULL, the range overflows, `count` exceeds INT64_MAX, or the
+// pending total would exceed INT64_MAX.
 //
 // # Safety
 // `system` must be NULL or a live handle.
@@ -402,7 +403,8 @@ int kissing_spheres_sphere_stats(const struct KissingSpheresSystem *system,
                                  struct KissingSphereStats *out);
 
 // Prints the statistics table to stdout (C stdio is flushed first so the
-// output interleaves correctly with printf). Does nothing for NULL.
+// output interleaves correctly with printf). Prints nothing for NULL (and
+// sets the last error).
 //
 // # Safety
 // `system` must be NULL or a live handle.

@@ -424,3 +424,109 @@ fn oversized_reduction_buffers_fail_cleanly() {
     let opts = SphereOptions { buffer_len: usize::MAX / 2, ..opts };
     assert!(matches!(SphereSystem::new(&opts), Err(Error::InvalidArgument(_))));
 }
+
+#[test]
+fn stop_waits_for_work_a_callback_queues_on_a_closed_sphere() {
+    // Regression: a worker used to exit while another's callback could
+    // still queue work that only the exited worker may take.
+    let sys = Arc::new(system(Shape::Levels(2), 2));
+    let closed: Vec<usize> = (0..2).map(|w| (1..=12).find(|&s| sys.sphere_owner(s) == Some(w)).unwrap()).collect();
+    for &s in &closed {
+        sys.set_stealing(s, false).unwrap();
+    }
+    let ran = Arc::new(AtomicU64::new(0));
+    let (weak, r, targets) = (Arc::downgrade(&sys), Arc::clone(&ran), closed.clone());
+    sys.set_work_fn(Some(Arc::new(move |item, _| {
+        r.fetch_add(1, Ordering::SeqCst);
+        if item < 100 {
+            let sys = weak.upgrade().unwrap();
+            // Chain onto the other worker's closed sphere.
+            sys.enqueue(targets[(item % 2) as usize], &[item + 1000]).unwrap();
+        }
+    })))
+    .unwrap();
+    sys.start().unwrap();
+    sys.distribute_range(0, 100).unwrap();
+    sys.stop().unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 200);
+    assert_eq!(sys.pending(), 0);
+}
+
+#[test]
+fn callbacks_may_query_state_during_stop_without_deadlock() {
+    let sys = Arc::new(system(Shape::Levels(2), 2));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let (weak, a) = (Arc::downgrade(&sys), Arc::clone(&answers));
+    sys.set_work_fn(Some(Arc::new(move |_, _| {
+        let sys = weak.upgrade().unwrap();
+        let is_running = sys.is_running();
+        let refused = sys.start().is_err() && sys.set_work_fn(None).is_err();
+        a.lock().unwrap().push((is_running, refused));
+    })))
+    .unwrap();
+    sys.start().unwrap();
+    sys.distribute_range(0, 2000).unwrap();
+    sys.stop().unwrap();
+    let answers = answers.lock().unwrap();
+    assert_eq!(answers.len(), 2000);
+    assert!(answers.iter().all(|&(_, refused)| refused));
+}
+
+#[test]
+fn closing_a_sphere_after_queueing_wakes_its_owner() {
+    for round in 0..200 {
+        let sys = system(Shape::Levels(2), 2);
+        let sphere = 1 + round % 12;
+        sys.start().unwrap();
+        sys.enqueue(sphere, &[round as u64]).unwrap();
+        sys.set_stealing(sphere, false).unwrap();
+        assert!(sys.wait(Some(Duration::from_secs(10))).unwrap(), "round {round}: item stranded");
+        sys.stop().unwrap();
+    }
+}
+
+#[test]
+fn few_expensive_items_spread_over_all_workers() {
+    // 16 items on 2 workers: both must take part (work used to stay in one
+    // unsplittable chunk). Each item blocks until the other worker has
+    // started one, so a serial run would time out instead of passing.
+    let sys = Arc::new(system(Shape::Levels(2), 2));
+    let seen = Arc::new((Mutex::new(std::collections::HashSet::new()), std::sync::Condvar::new()));
+    let s2 = Arc::clone(&seen);
+    let weak = Arc::downgrade(&sys);
+    sys.set_work_fn(Some(Arc::new(move |_, _| {
+        let me = weak.upgrade().unwrap().current_worker_index().unwrap();
+        let (m, cv) = &*s2;
+        let mut set = m.lock().unwrap();
+        set.insert(me);
+        cv.notify_all();
+        let _ = cv.wait_timeout_while(set, Duration::from_secs(5), |s| s.len() < 2).unwrap();
+    })))
+    .unwrap();
+    sys.start().unwrap();
+    sys.distribute_range(0, 16).unwrap();
+    assert!(sys.wait(Some(Duration::from_secs(30))).unwrap());
+    sys.stop().unwrap();
+    assert_eq!(seen.0.lock().unwrap().len(), 2, "both workers ran items");
+}
+
+#[test]
+fn pending_counts_never_overflow() {
+    let sys = system(Shape::Levels(2), 1);
+    assert!(sys.distribute_range(0, u64::MAX).is_err());
+    assert!(sys.distribute_range(0, i64::MAX as u64).is_ok());
+    assert!(sys.distribute_range(0, 1).is_err(), "the total may not pass i64::MAX");
+    assert_eq!(sys.pending(), i64::MAX as u64);
+    assert_eq!(sys.cancel_pending(), i64::MAX as u64);
+    assert_eq!(sys.pending(), 0);
+}
+
+#[test]
+fn wait_reports_work_left_by_a_concurrent_stop() {
+    let sys = Arc::new(system(Shape::Levels(2), 2));
+    sys.start().unwrap();
+    sys.stop().unwrap();
+    sys.distribute_range(0, 10).unwrap();
+    assert!(matches!(sys.wait(None), Err(Error::WrongState(_))));
+    sys.cancel_pending();
+}

@@ -398,7 +398,8 @@ unsafe fn items_slice<'a>(p: *const u64, n: i64) -> Result<&'a [u64], Error> {
 }
 
 /// Queues the items `first, first+1, ..., first+count-1` without an array.
-/// -1 when NULL or the range overflows.
+/// -1 when NULL, the range overflows, `count` exceeds INT64_MAX, or the
+/// pending total would exceed INT64_MAX.
 ///
 /// # Safety
 /// `system` must be NULL or a live handle.
@@ -673,7 +674,8 @@ pub unsafe extern "C" fn kissing_spheres_sphere_stats(
 }
 
 /// Prints the statistics table to stdout (C stdio is flushed first so the
-/// output interleaves correctly with printf). Does nothing for NULL.
+/// output interleaves correctly with printf). Prints nothing for NULL (and
+/// sets the last error).
 ///
 /// # Safety
 /// `system` must be NULL or a live handle.
@@ -845,7 +847,10 @@ pub unsafe extern "C" fn kissing_spheres_try_receive_message(
                 *out = message_out(m);
                 Ok(KS_OK)
             }
-            None => Ok(KS_EMPTY),
+            None => {
+                super::set_error("empty: no message waiting");
+                Ok(KS_EMPTY)
+            }
         }
     })
 }

@@ -18,17 +18,19 @@ thread_local! {
 pub(crate) fn set_error(msg: &str) {
     // Interior NULs cannot be represented in a C string; replace them.
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = Some(c));
+    // try_with: during thread teardown the slot may be gone; losing the
+    // message then is better than a panic in an extern "C" function.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = Some(c));
 }
 
 /// Forgets this thread's last error.
 pub(crate) fn clear_error() {
-    LAST_ERROR.with(|e| *e.borrow_mut() = None);
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = None);
 }
 
 /// Pointer to this thread's last error message, or NULL.
 pub(crate) fn last_error_ptr() -> *const std::os::raw::c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+    LAST_ERROR.try_with(|e| e.borrow().as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).unwrap_or(std::ptr::null())
 }
 
 /// Runs `f` behind a panic boundary. An `Err` or a panic records the message

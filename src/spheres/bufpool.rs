@@ -48,9 +48,16 @@ impl Drop for PooledItems {
 
 impl BufPool {
     /// A copy of `values`, in a recycled buffer when one is large enough.
-    pub(crate) fn copy(self: &Arc<Self>, values: &[u64]) -> PooledItems {
+    pub(crate) fn copy(self: &Arc<Self>, values: &[u64]) -> crate::Result<PooledItems> {
+        let fresh = |n: usize| -> crate::Result<Vec<u64>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n).map_err(|_| crate::Error::System(format!("cannot allocate a copy of {n} items")))?;
+            Ok(v)
+        };
         if values.len() < MIN_RECYCLED_ITEMS {
-            return PooledItems { data: values.to_vec(), pool: None };
+            let mut data = fresh(values.len())?;
+            data.extend_from_slice(values);
+            return Ok(PooledItems { data, pool: None });
         }
         let reused = {
             let mut idle = self.idle.lock();
@@ -63,10 +70,13 @@ impl BufPool {
                 .map(|(i, _)| i);
             best.map(|i| idle.swap_remove(i))
         };
-        let mut data = reused.unwrap_or_else(|| Vec::with_capacity(values.len()));
+        let mut data = match reused {
+            Some(v) => v,
+            None => fresh(values.len())?,
+        };
         data.clear();
         data.extend_from_slice(values);
-        PooledItems { data, pool: Some(Arc::clone(self)) }
+        Ok(PooledItems { data, pool: Some(Arc::clone(self)) })
     }
 
     fn give_back(&self, buf: Vec<u64>) {
@@ -92,12 +102,12 @@ mod tests {
     fn buffers_come_back_and_are_reused() {
         let pool = Arc::new(BufPool::default());
         let values: Vec<u64> = (0..10_000).collect();
-        let a = pool.copy(&values);
+        let a = pool.copy(&values).unwrap();
         assert_eq!(&a[..], &values[..]);
         let addr = a.as_ptr();
         drop(a);
         assert_eq!(pool.idle_buffers(), 1);
-        let b = pool.copy(&values[..5000]);
+        let b = pool.copy(&values[..5000]).unwrap();
         assert_eq!(b.as_ptr(), addr, "the idle buffer is reused");
         assert_eq!(&b[..], &values[..5000]);
     }
@@ -105,10 +115,10 @@ mod tests {
     #[test]
     fn small_copies_and_overflow_are_not_cached() {
         let pool = Arc::new(BufPool::default());
-        drop(pool.copy(&[1, 2, 3]));
+        drop(pool.copy(&[1, 2, 3]).unwrap());
         assert_eq!(pool.idle_buffers(), 0);
         let big: Vec<u64> = vec![7; MAX_CACHED_ITEMS + 1];
-        drop(pool.copy(&big));
+        drop(pool.copy(&big).unwrap());
         assert_eq!(pool.idle_buffers(), 0);
     }
 }

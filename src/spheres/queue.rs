@@ -40,14 +40,14 @@ impl Chunk {
     }
 
     /// A chunk owning a copy of `values`: inline when tiny, else in a
-    /// buffer of `pool`.
-    pub(crate) fn copy_of(pool: &Arc<BufPool>, values: &[u64]) -> Chunk {
+    /// buffer of `pool`. Fails (instead of aborting) when memory runs out.
+    pub(crate) fn copy_of(pool: &Arc<BufPool>, values: &[u64]) -> crate::Result<Chunk> {
         if values.len() <= INLINE_ITEMS {
             let mut inline = [0u64; INLINE_ITEMS];
             inline[..values.len()].copy_from_slice(values);
-            return Chunk::new(Items::Inline(inline), 0, values.len());
+            return Ok(Chunk::new(Items::Inline(inline), 0, values.len()));
         }
-        Chunk::new(Items::Array(Arc::new(pool.copy(values))), 0, values.len())
+        Ok(Chunk::new(Items::Array(Arc::new(pool.copy(values)?)), 0, values.len()))
     }
 
     /// Number of items.
@@ -105,8 +105,7 @@ pub(crate) struct WorkQueue {
     steal_disabled: AtomicBool,
 }
 
-/// Smallest piece an owner takes from a large chunk, and the size above
-/// which a thief splits a lone chunk instead of taking it whole.
+/// Smallest piece an owner takes from a large chunk of cheap items.
 pub(crate) const MIN_PIECE: usize = 256;
 /// Largest piece an owner takes at once: bounds how long the rest of a
 /// chunk stays out of thieves' reach (~4 ms of 1 µs items).
@@ -147,18 +146,19 @@ impl WorkQueue {
         self.chunks.fetch_add(1, Ordering::Release);
     }
 
-    /// Owner side: the oldest items. From a large chunk it takes a quarter
-    /// of what is left, between [`MIN_PIECE`] and [`MAX_PIECE`] items
-    /// (guided self-scheduling: big pieces while there is much work, small
-    /// ones near the end). Returns the piece and how many chunks left the
-    /// queue (0 or 1).
-    pub(crate) fn pop_front(&self) -> Option<(Chunk, usize)> {
+    /// Owner side: the oldest items, at most `limit` (≥ 1) of them. From a
+    /// large chunk it takes a quarter of what is left, at least
+    /// `min(limit, MIN_PIECE)` (guided self-scheduling: big pieces while
+    /// there is much work, small ones near the end). Returns the piece and
+    /// how many chunks left the queue (0 or 1).
+    pub(crate) fn pop_front(&self, limit: usize) -> Option<(Chunk, usize)> {
         if self.chunk_count() == 0 {
             return None;
         }
         let mut q = self.deque.lock();
         let front = q.front_mut()?;
-        let take = (front.len() / 4).clamp(MIN_PIECE, MAX_PIECE);
+        let limit = limit.max(1);
+        let take = (front.len() / 4).max(MIN_PIECE.min(limit)).min(limit);
         let (piece, removed) = if front.len() > take { (front.split_front(take), 0) } else { (q.pop_front()?, 1) };
         self.items.fetch_sub(piece.len(), Ordering::Relaxed);
         self.chunks.fetch_sub(removed, Ordering::Release);
@@ -176,7 +176,7 @@ impl WorkQueue {
         let len = q.len();
         let (chunks, removed) = match len {
             0 => return None,
-            1 if q[0].len() > MIN_PIECE => (vec![q[0].split_back_half()], 0),
+            1 if q[0].len() > 1 => (vec![q[0].split_back_half()], 0),
             n if n >= BATCH_STEAL_THRESHOLD => {
                 let take = (n / 2).min(MAX_BATCH_STEAL);
                 let mut v: Vec<Chunk> = Vec::with_capacity(take);
@@ -215,7 +215,7 @@ mod tests {
     }
 
     fn single(v: u64) -> Chunk {
-        Chunk::copy_of(&Arc::new(BufPool::default()), &[v])
+        Chunk::copy_of(&Arc::new(BufPool::default()), &[v]).unwrap()
     }
 
     #[test]
@@ -224,7 +224,7 @@ mod tests {
         for v in 1..=5 {
             q.push(single(v));
         }
-        let got: Vec<u64> = std::iter::from_fn(|| q.pop_front()).flat_map(|(c, _)| values(&c)).collect();
+        let got: Vec<u64> = std::iter::from_fn(|| q.pop_front(MAX_PIECE)).flat_map(|(c, _)| values(&c)).collect();
         assert_eq!(got, vec![1, 2, 3, 4, 5]);
         assert_eq!(q.item_count(), 0);
     }
@@ -238,7 +238,7 @@ mod tests {
         let (s, removed) = q.steal().unwrap();
         assert_eq!(removed, 1);
         assert_eq!(values(&s.chunks[0]), vec![3]);
-        assert_eq!(values(&q.pop_front().unwrap().0), vec![1]);
+        assert_eq!(values(&q.pop_front(MAX_PIECE).unwrap().0), vec![1]);
     }
 
     #[test]
@@ -263,7 +263,7 @@ mod tests {
         let stolen = values(&s.chunks[0]);
         assert_eq!(stolen.first(), Some(&(2 * MIN_PIECE as u64)), "thief takes the newest half");
         assert_eq!(stolen.len(), 2 * MIN_PIECE);
-        let (front, _) = q.pop_front().unwrap();
+        let (front, _) = q.pop_front(MAX_PIECE).unwrap();
         assert_eq!(values(&front), (0..MIN_PIECE as u64).collect::<Vec<_>>());
         assert_eq!(q.item_count(), MIN_PIECE);
     }
@@ -272,7 +272,7 @@ mod tests {
     fn owner_pieces_shrink_towards_the_end() {
         let q = WorkQueue::default();
         q.push(Chunk::new(Items::Range(0), 0, 100_000));
-        let sizes: Vec<usize> = std::iter::from_fn(|| q.pop_front()).map(|(c, _)| c.len()).collect();
+        let sizes: Vec<usize> = std::iter::from_fn(|| q.pop_front(MAX_PIECE)).map(|(c, _)| c.len()).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 100_000);
         assert_eq!(sizes[0], MAX_PIECE);
         assert!(sizes.iter().all(|&n| n <= MAX_PIECE));
@@ -285,6 +285,22 @@ mod tests {
         q.push(single(1));
         q.set_stealing(false);
         assert!(q.steal().is_none());
-        assert!(q.pop_front().is_some());
+        assert!(q.pop_front(MAX_PIECE).is_some());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn limit_one_hands_out_single_items_and_thieves_split_small_chunks() {
+        let q = WorkQueue::default();
+        q.push(Chunk::new(Items::Range(0), 0, 8));
+        let (piece, removed) = q.pop_front(1).unwrap();
+        assert_eq!((piece.len(), removed), (1, 0));
+        let (stolen, removed) = q.steal().unwrap();
+        assert_eq!(removed, 0);
+        assert_eq!(stolen.items, 4, "the newest half of the 7 left, rounded up");
     }
 }

@@ -5,14 +5,14 @@ use super::barrier::TimedBarrier;
 use super::bufpool::BufPool;
 use super::hierarchy::{Hierarchy, MAX_SPHERES};
 use super::mailbox::{Mailbox, Message, MessageKind, Priority};
-use super::queue::{Chunk, Items, WorkQueue, MIN_PIECE};
+use super::queue::{Chunk, Items, WorkQueue, MAX_PIECE};
 use super::stats::{SphereCounters, SphereState, SphereStats, SystemSummary};
 use crate::error::{invalid, Error, Result};
 use crossbeam_utils::{Backoff, CachePadded};
 use parking_lot::{Condvar, Mutex};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,6 +23,13 @@ pub type WorkFn = Arc<dyn Fn(u64, usize) + Send + Sync>;
 /// Chunks one distribute call makes per worker: enough for stealing to
 /// balance, few enough that queueing costs nothing per item.
 const CHUNKS_PER_WORKER: usize = 16;
+/// Work a worker takes from a queue at once, in nanoseconds of measured
+/// item time: long enough to amortise a queue lock, short enough that
+/// expensive items stay within reach of idle workers.
+const TARGET_PIECE_NS: f64 = 50_000.0;
+/// Most items one call may queue (and may be pending at once), so that
+/// counts stay exact in an `int64_t`.
+const MAX_PENDING: u64 = i64::MAX as u64;
 /// Hard ceiling on worker threads, a guard against absurd requests.
 pub const MAX_THREADS: usize = 1024;
 /// Default mailbox capacity per sphere.
@@ -127,6 +134,12 @@ struct Shared {
     /// System-wide phase from which sphere states are derived.
     lifecycle: AtomicUsize,
     shutdown: AtomicBool,
+    /// Set when a failed start tears down the workers it had started: they
+    /// exit at once and leave the queues as they are.
+    abort: AtomicBool,
+    /// Mirrors `Control::running` for readers that must not take the
+    /// control lock (callbacks during a stop, `wait`).
+    running: AtomicBool,
     done_lock: Mutex<()>,
     done: Condvar,
     epoch_barrier: TimedBarrier,
@@ -218,6 +231,8 @@ impl SphereSystem {
             wake_cursor: AtomicUsize::new(0),
             lifecycle: AtomicUsize::new(SphereState::Initializing as usize),
             shutdown: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            running: AtomicBool::new(false),
             done_lock: Mutex::new(()),
             done: Condvar::new(),
             epoch_barrier: TimedBarrier::new(threads),
@@ -279,14 +294,25 @@ impl SphereSystem {
         self.shared.sleepers.load(Ordering::SeqCst)
     }
 
-    /// Whether worker threads are running.
+    /// Whether worker threads are running (false again once `stop` has
+    /// joined them). Never blocks, also not during a stop.
     pub fn is_running(&self) -> bool {
-        self.control.lock().running
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// Refuses calls that need the control lock from this system's own
+    /// workers: a stop in progress holds that lock while joining them.
+    fn refuse_from_worker(&self, what: &str) -> Result<()> {
+        match self.current_worker() {
+            Some(_) => Err(Error::WrongState(format!("{what} called from a worker of this system"))),
+            None => Ok(()),
+        }
     }
 
     /// Sets the function called once per item; only while stopped.
     /// Without one, items are only counted.
     pub fn set_work_fn(&self, f: Option<WorkFn>) -> Result<()> {
+        self.refuse_from_worker("set_work_fn")?;
         let ctl = self.control.lock();
         if ctl.running {
             return Err(Error::WrongState("the work callback can only be set while the system is stopped".into()));
@@ -297,6 +323,7 @@ impl SphereSystem {
 
     /// Starts the worker threads. Work queued while stopped starts running.
     pub fn start(&self) -> Result<()> {
+        self.refuse_from_worker("start")?;
         let mut ctl = self.control.lock();
         if ctl.running {
             return Err(Error::WrongState("system is already running".into()));
@@ -316,12 +343,18 @@ impl SphereSystem {
             match spawned {
                 Ok(h) => ctl.threads.push(h),
                 Err(e) => {
-                    // Leave nothing behind: stop the ones already running.
+                    // Leave nothing behind: the workers already started exit
+                    // at once without running anything, the queues stay
+                    // intact for a later start.
+                    sh.abort.store(true, Ordering::SeqCst);
                     Self::shutdown_threads(sh, &mut ctl);
+                    sh.abort.store(false, Ordering::SeqCst);
+                    sh.lifecycle.store(SphereState::Initializing as usize, Ordering::SeqCst);
                     return Err(Error::System(format!("could not start worker thread {w}: {e}")));
                 }
             }
         }
+        sh.running.store(true, Ordering::SeqCst);
         ctl.running = true;
         ctl.starts += 1;
         Ok(())
@@ -351,10 +384,15 @@ impl SphereSystem {
         if !ctl.running {
             return Err(Error::WrongState("system is not running".into()));
         }
-        self.shared.lifecycle.store(SphereState::Terminating as usize, Ordering::SeqCst);
-        Self::shutdown_threads(&self.shared, &mut ctl);
-        self.shared.lifecycle.store(SphereState::Terminated as usize, Ordering::SeqCst);
+        let sh = &self.shared;
+        sh.lifecycle.store(SphereState::Terminating as usize, Ordering::SeqCst);
+        Self::shutdown_threads(sh, &mut ctl);
+        sh.lifecycle.store(SphereState::Terminated as usize, Ordering::SeqCst);
+        sh.running.store(false, Ordering::SeqCst);
         ctl.running = false;
+        // Waiters re-check: work queued after the drain cannot finish now.
+        let _g = sh.done_lock.lock();
+        sh.done.notify_all();
         Ok(())
     }
 
@@ -372,8 +410,7 @@ impl SphereSystem {
     /// group. Accepted running or stopped (then it runs on start).
     pub fn distribute(&self, items: &[u64]) -> Result<()> {
         let pool = &self.shared.buffers;
-        self.spread_chunks(items.len(), |a, b| Chunk::copy_of(pool, &items[a..b]));
-        Ok(())
+        self.spread_chunks(items.len(), |a, b| Chunk::copy_of(pool, &items[a..b]))
     }
 
     /// Queues the items `first..first + count` without an array.
@@ -381,33 +418,45 @@ impl SphereSystem {
         if first.checked_add(count).is_none() {
             return Err(invalid!("range {first} + {count} overflows u64"));
         }
+        if count > MAX_PENDING {
+            return Err(invalid!("range of {count} items is larger than {MAX_PENDING}"));
+        }
         let count = usize::try_from(count).map_err(|_| invalid!("range of {count} items is too large"))?;
-        self.spread_chunks(count, |a, b| Chunk::new(Items::Range(first), a, b));
-        Ok(())
+        self.spread_chunks(count, |a, b| Ok(Chunk::new(Items::Range(first), a, b)))
     }
 
-    fn spread_chunks(&self, n: usize, make: impl Fn(usize, usize) -> Chunk) {
+    /// Cuts `0..n` into chunks (at most 16 per worker, at most one per
+    /// leaf), makes them all (so a failure queues nothing), counts them as
+    /// pending, then queues them on consecutive leaves of the spread order.
+    fn spread_chunks(&self, n: usize, make: impl Fn(usize, usize) -> Result<Chunk>) -> Result<()> {
         if n == 0 {
-            return;
+            return Ok(());
         }
         let sh = &self.shared;
-        let pieces = n.div_ceil(MIN_PIECE).min(sh.plans.len() * CHUNKS_PER_WORKER).min(sh.spread.len()).max(1);
+        let pieces = n.min(sh.plans.len() * CHUNKS_PER_WORKER).min(sh.spread.len()).max(1);
         let per = n.div_ceil(pieces);
-        let first = sh.spread_cursor.fetch_add(pieces, Ordering::Relaxed);
-        sh.pending_items.fetch_add(n as u64, Ordering::SeqCst);
-        for (i, a) in (0..n).step_by(per).enumerate() {
-            let sphere = sh.spread[(first + i) % sh.spread.len()];
-            sh.push(sphere, make(a, (a + per).min(n)));
+        let chunks = (0..n).step_by(per).map(|a| make(a, a + per.min(n - a))).collect::<Result<Vec<Chunk>>>()?;
+        sh.add_pending(n as u64)?;
+        let first = sh.spread_cursor.fetch_add(chunks.len(), Ordering::Relaxed);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            sh.push(sh.spread[(first + i) % sh.spread.len()], chunk);
         }
+        Ok(())
     }
 
     /// Queues `items` on sphere `sphere` directly, one queue entry per item
     /// (so that FIFO and newest-first stealing apply item by item).
     pub fn enqueue(&self, sphere: usize, items: &[u64]) -> Result<()> {
         self.check_sphere(sphere)?;
-        self.shared.pending_items.fetch_add(items.len() as u64, Ordering::SeqCst);
+        // One queue entry per item: refuse what could not fit in memory
+        // rather than abort half-way.
+        let bytes = (items.len() as u128) * (2 * std::mem::size_of::<Chunk>() as u128);
+        if bytes > crate::sys::memory_limit_bytes() as u128 / 2 {
+            return Err(invalid!("{} single-item entries would not fit in memory; use distribute", items.len()));
+        }
+        self.shared.add_pending(items.len() as u64)?;
         for &v in items {
-            self.shared.push(sphere, Chunk::copy_of(&self.shared.buffers, &[v]));
+            self.shared.push(sphere, Chunk::copy_of(&self.shared.buffers, &[v])?);
         }
         Ok(())
     }
@@ -415,7 +464,14 @@ impl SphereSystem {
     /// Allows or forbids other workers to steal from `sphere`.
     pub fn set_stealing(&self, sphere: usize, enabled: bool) -> Result<()> {
         self.check_sphere(sphere)?;
-        self.shared.spheres[sphere].queue.set_stealing(enabled);
+        let sh = &self.shared;
+        sh.spheres[sphere].queue.set_stealing(enabled);
+        // Work already queued may have woken a thief that now may not take
+        // it: make sure the owner looks at it.
+        fence(Ordering::SeqCst);
+        if !enabled && sh.spheres[sphere].queue.chunk_count() > 0 {
+            sh.wake_worker(sh.owner[sphere]);
+        }
         Ok(())
     }
 
@@ -442,17 +498,17 @@ impl SphereSystem {
         if sh.pending_items.load(Ordering::SeqCst) == 0 {
             return Ok(true);
         }
-        // `is_running` waits for a concurrent stop, which drains: look at
-        // the count again after it.
-        if !self.is_running() && sh.pending_items.load(Ordering::SeqCst) != 0 {
-            return Err(Error::WrongState(format!(
-                "{} items are queued but the system is not running",
-                sh.pending_items.load(Ordering::SeqCst)
-            )));
-        }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut g = sh.done_lock.lock();
         while sh.pending_items.load(Ordering::SeqCst) != 0 {
+            // `stop` clears `running` after its drain and then notifies, so
+            // a stopped system with work left is noticed here, not slept on.
+            if !sh.running.load(Ordering::SeqCst) && sh.pending_items.load(Ordering::SeqCst) != 0 {
+                return Err(Error::WrongState(format!(
+                    "{} items are queued but the system is not running",
+                    sh.pending_items.load(Ordering::SeqCst)
+                )));
+            }
             match deadline {
                 Some(d) => {
                     if sh.done.wait_until(&mut g, d).timed_out() {
@@ -474,7 +530,7 @@ impl SphereSystem {
             let (chunks, items) = s.queue.clear();
             if chunks > 0 {
                 sh.owned_queued[sh.owner[id]].fetch_sub(chunks, Ordering::AcqRel);
-                sh.dequeued(chunks);
+                sh.queued_chunks.fetch_sub(chunks, Ordering::SeqCst);
             }
             cancelled += items as u64;
         }
@@ -679,6 +735,7 @@ impl Drop for SphereSystem {
         let mut ctl = self.control.lock();
         if ctl.running {
             Self::shutdown_threads(&self.shared, &mut ctl);
+            self.shared.running.store(false, Ordering::SeqCst);
             ctl.running = false;
         }
     }
@@ -733,20 +790,32 @@ fn plan_workers(h: &Hierarchy, workers: usize) -> (Vec<usize>, Vec<WorkerPlan>) 
 }
 
 impl Shared {
+    /// Counts `n` more pending items, refusing a total beyond `MAX_PENDING`.
+    fn add_pending(&self, n: u64) -> Result<()> {
+        self.pending_items
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_add(n).filter(|&t| t <= MAX_PENDING))
+            .map(|_| ())
+            .map_err(|p| invalid!("{n} more items would exceed {MAX_PENDING} pending items ({p} now)"))
+    }
+
+    /// Queues `chunk` on `sphere`. The counters go up before the chunk is
+    /// visible, so a worker taking it at once can never count it out first.
     fn push(&self, sphere: usize, chunk: Chunk) {
-        self.spheres[sphere].queue.push(chunk);
         self.owned_queued[self.owner[sphere]].fetch_add(1, Ordering::AcqRel);
         self.queued_chunks.fetch_add(1, Ordering::SeqCst);
+        self.spheres[sphere].queue.push(chunk);
         self.wake_for(sphere);
     }
 
-    /// Wakes a worker that can take work queued on `sphere`: its owner if
-    /// parked, else (when thieves are allowed) any parked worker.
+    /// Wakes a worker that can take work queued on `sphere`: when thieves
+    /// are allowed, preferably one that last ran on this CPU, else its
+    /// owner, else any parked worker; when they are not, its owner.
     ///
-    /// No wake-up is lost: a worker sets its `sleeping` flag (SeqCst) before
-    /// its last look at the queues, and a pusher reads the flags (SeqCst)
-    /// after publishing the work, so one of the two sees the other.
+    /// No wake-up is lost: a worker sets its `sleeping` flag, fences, then
+    /// looks at the queues; a pusher publishes, fences, then reads the
+    /// flags. With both fences one of the two sees the other.
     fn wake_for(&self, sphere: usize) {
+        fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) == 0 {
             return;
         }
@@ -774,6 +843,13 @@ impl Shared {
         (0..n).any(|i| self.wake_worker((start + i) % n))
     }
 
+    /// Wakes every parked worker.
+    fn wake_all(&self) {
+        for w in 0..self.slots.len() {
+            self.wake_worker(w);
+        }
+    }
+
     /// Wakes worker `w` if it is parked; returns whether it was.
     fn wake_worker(&self, w: usize) -> bool {
         let slot = &self.slots[w];
@@ -784,10 +860,11 @@ impl Shared {
         false
     }
 
+    /// Bookkeeping after `removed_chunks` chunks left `sphere`'s queue.
     fn took(&self, sphere: usize, removed_chunks: usize) {
         if removed_chunks > 0 {
             self.owned_queued[self.owner[sphere]].fetch_sub(removed_chunks, Ordering::AcqRel);
-            self.dequeued(removed_chunks);
+            self.queued_chunks.fetch_sub(removed_chunks, Ordering::SeqCst);
         }
         // More work remains here: make sure another worker is looking at it.
         if self.spheres[sphere].queue.chunk_count() > 0 {
@@ -795,28 +872,37 @@ impl Shared {
         }
     }
 
-    /// Counts `n` chunks out of the queues. When a shutdown is draining and
-    /// this was the last chunk, parked workers wake up to exit.
-    fn dequeued(&self, n: usize) {
-        if self.queued_chunks.fetch_sub(n, Ordering::SeqCst) == n && self.shutdown.load(Ordering::SeqCst) {
-            for w in 0..self.slots.len() {
-                self.wake_worker(w);
+    /// Counts `n` items as finished (run or cancelled). The last one wakes
+    /// the waiters, and during a shutdown the parked workers, which may now
+    /// exit: nothing is queued and nothing runs that could queue more.
+    fn finish_items(&self, n: u64) {
+        if n > 0 && self.pending_items.fetch_sub(n, Ordering::SeqCst) == n {
+            {
+                let _g = self.done_lock.lock();
+                self.done.notify_all();
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                self.wake_all();
             }
         }
     }
 
-    fn finish_items(&self, n: u64) {
-        if n > 0 && self.pending_items.fetch_sub(n, Ordering::SeqCst) == n {
-            let _g = self.done_lock.lock();
-            self.done.notify_all();
-        }
+    /// Whether a worker may leave: on abort at once; on shutdown once no
+    /// item is queued or running anywhere (a running callback could still
+    /// queue work that only this worker may take).
+    fn may_exit(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+            || (self.shutdown.load(Ordering::SeqCst) && self.pending_items.load(Ordering::SeqCst) == 0)
     }
 
-    /// Next piece for worker `w`: its home, then the spheres it owns (FIFO),
-    /// then a steal. Returns (sphere to report, piece).
-    fn find_work(&self, w: usize, cursor: &mut usize) -> Option<(usize, Chunk)> {
+    /// Next piece for worker `w`, at most `limit` items: its home, then the
+    /// spheres it owns (FIFO), then a steal. Returns (sphere to report,
+    /// piece).
+    fn find_work(&self, w: usize, worker: &mut WorkerState) -> Option<(usize, Chunk)> {
         let plan = &self.plans[w];
-        if let Some((c, removed)) = self.spheres[plan.home].queue.pop_front() {
+        let limit = worker.limit();
+        let cursor = &mut worker.cursor;
+        if let Some((c, removed)) = self.spheres[plan.home].queue.pop_front(limit) {
             self.took(plan.home, removed);
             return Some((plan.home, c));
         }
@@ -824,7 +910,7 @@ impl Shared {
             let n = plan.owned.len();
             for step in 0..n {
                 let s = plan.owned[(*cursor + step) % n];
-                if let Some((c, removed)) = self.spheres[s].queue.pop_front() {
+                if let Some((c, removed)) = self.spheres[s].queue.pop_front(limit) {
                     *cursor = (*cursor + step) % n;
                     self.took(s, removed);
                     return Some((s, c));
@@ -838,30 +924,23 @@ impl Shared {
             if let Some((stolen, removed)) = self.spheres[victim].queue.steal() {
                 self.spheres[victim].counters.stolen_from.fetch_add(stolen.items as u64, Ordering::Relaxed);
                 self.spheres[plan.home].counters.stolen_to.fetch_add(stolen.items as u64, Ordering::Relaxed);
-                let mut chunks = stolen.chunks.into_iter();
-                let first = chunks.next()?;
-                // Keep the rest stealable by others: queue them at home,
-                // newest first so FIFO popping keeps newest-first order.
-                let mut pushed = 0;
-                for c in chunks {
-                    self.spheres[plan.home].queue.push(c);
-                    pushed += 1;
+                // Stolen work goes to the thief's home, newest first, so it
+                // is taken in pieces like any other and stays stealable.
+                // Arrivals are counted before the departures.
+                for c in stolen.chunks {
+                    self.push(plan.home, c);
                 }
-                // Count arrivals before departures so the global count never
-                // dips to zero while chunks are still queued.
-                self.owned_queued[self.owner[plan.home]].fetch_add(pushed, Ordering::AcqRel);
-                self.queued_chunks.fetch_add(pushed, Ordering::SeqCst);
                 self.took(victim, removed);
-                if pushed > 0 {
-                    self.wake_for(plan.home);
-                }
-                return Some((plan.home, first));
+                let (c, removed) = self.spheres[plan.home].queue.pop_front(limit)?;
+                self.took(plan.home, removed);
+                return Some((plan.home, c));
             }
         }
         None
     }
 
-    fn run_piece(&self, sphere: usize, piece: Chunk, f: Option<&WorkFn>) {
+    /// Runs one piece and returns the time it took.
+    fn run_piece(&self, sphere: usize, piece: Chunk, f: Option<&WorkFn>) -> Duration {
         let s = &self.spheres[sphere];
         s.running.fetch_add(1, Ordering::Relaxed);
         let n = piece.len() as u64;
@@ -884,7 +963,8 @@ impl Shared {
                 }
             }
         }
-        s.counters.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let took = t0.elapsed();
+        s.counters.busy_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         s.counters.items_processed.fetch_add(n, Ordering::Relaxed);
         if failed > 0 {
             s.counters.items_failed.fetch_add(failed, Ordering::Relaxed);
@@ -892,6 +972,7 @@ impl Shared {
         }
         s.running.fetch_sub(1, Ordering::Relaxed);
         self.finish_items(n);
+        took
     }
 
     fn worker_main(self: Arc<Self>, w: usize, f: Option<WorkFn>, cpu: Option<usize>) {
@@ -900,13 +981,16 @@ impl Shared {
             // Pinning is a placement hint; an unpinned worker still works.
             crate::sys::pin_current_thread(cpu);
         }
-        let mut cursor = 0usize;
+        let mut worker = WorkerState { cursor: 0, ns_per_item: TARGET_PIECE_NS / 4.0 };
         loop {
-            if let Some((sphere, piece)) = self.find_work(w, &mut cursor) {
-                self.run_piece(sphere, piece, f.as_ref());
+            if self.abort.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Some((sphere, piece)) = self.find_work(w, &mut worker) {
+                worker.learn(piece.len(), self.run_piece(sphere, piece, f.as_ref()));
                 continue;
             }
-            if !self.idle(w, &mut cursor, f.as_ref()) {
+            if !self.idle(w, &mut worker, f.as_ref()) {
                 break;
             }
         }
@@ -914,17 +998,16 @@ impl Shared {
     }
 
     /// Spins briefly, then parks until work it can take arrives. Returns
-    /// false when the worker should exit (shutdown requested and nothing
-    /// left queued).
-    fn idle(&self, w: usize, cursor: &mut usize, f: Option<&WorkFn>) -> bool {
+    /// false when the worker should exit (see `may_exit`).
+    fn idle(&self, w: usize, worker: &mut WorkerState, f: Option<&WorkFn>) -> bool {
         let backoff = Backoff::new();
         let slot = &self.slots[w];
         loop {
-            if let Some((sphere, piece)) = self.find_work(w, cursor) {
-                self.run_piece(sphere, piece, f);
+            if let Some((sphere, piece)) = self.find_work(w, worker) {
+                worker.learn(piece.len(), self.run_piece(sphere, piece, f));
                 return true;
             }
-            if self.shutdown.load(Ordering::SeqCst) && self.queued_chunks.load(Ordering::SeqCst) == 0 {
+            if self.may_exit() {
                 return false;
             }
             if !backoff.is_completed() {
@@ -936,15 +1019,14 @@ impl Shared {
             // after it comes with a wake-up (see `wake_for`).
             slot.sleeping.store(true, Ordering::SeqCst);
             self.sleepers.fetch_add(1, Ordering::SeqCst);
-            let found = self.find_work(w, cursor);
-            let exit = found.is_none()
-                && self.shutdown.load(Ordering::SeqCst)
-                && self.queued_chunks.load(Ordering::SeqCst) == 0;
+            fence(Ordering::SeqCst);
+            let found = self.find_work(w, worker);
+            let exit = found.is_none() && self.may_exit();
             if found.is_none() && !exit {
                 // Where it naps is where the kernel will prefer to wake it.
                 slot.last_cpu.store(crate::sys::current_cpu().unwrap_or(usize::MAX), Ordering::Relaxed);
                 // Also during a shutdown: what is left belongs to others, and
-                // whoever takes the last chunk wakes everyone (`dequeued`).
+                // the last item to finish wakes everyone (`finish_items`).
                 slot.parker.park();
             }
             // A waker clears the flag before unparking; clearing it here too
@@ -953,13 +1035,36 @@ impl Shared {
             slot.sleeping.store(false, Ordering::SeqCst);
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             if let Some((sphere, piece)) = found {
-                self.run_piece(sphere, piece, f);
+                worker.learn(piece.len(), self.run_piece(sphere, piece, f));
                 return true;
             }
             if exit {
                 return false;
             }
             backoff.reset();
+        }
+    }
+}
+
+/// What a worker thread keeps between pieces.
+struct WorkerState {
+    /// Where in its owned spheres it last found work.
+    cursor: usize,
+    /// Running estimate of one item's cost, from the pieces it ran.
+    ns_per_item: f64,
+}
+
+impl WorkerState {
+    /// Most items to take at once: about `TARGET_PIECE_NS` of work.
+    fn limit(&self) -> usize {
+        (TARGET_PIECE_NS / self.ns_per_item.max(0.1)).clamp(1.0, MAX_PIECE as f64) as usize
+    }
+
+    /// Folds a piece of `items` items that took `took` into the estimate.
+    fn learn(&mut self, items: usize, took: Duration) {
+        if items > 0 {
+            let sample = took.as_nanos() as f64 / items as f64;
+            self.ns_per_item = 0.5 * self.ns_per_item + 0.5 * sample;
         }
     }
 }

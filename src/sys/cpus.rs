@@ -92,29 +92,34 @@ pub fn usable_cpus() -> usize {
 }
 
 /// Bytes of memory this process can count on: physical RAM, bounded by the
-/// cgroup v2 `memory.max` (or v1 `memory.limit_in_bytes`) of its cgroup.
+/// memory limit of its cgroup and of every ancestor (v2 `memory.max`, v1
+/// `memory.limit_in_bytes`).
 pub fn memory_limit_bytes() -> u64 {
     // SAFETY: sysconf only reads system configuration values.
     let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
     let physical = if pages > 0 && page > 0 { pages as u64 * page as u64 } else { u64::MAX };
-    let cgroup = fs::read_to_string("/proc/self/cgroup").ok().and_then(|own| {
-        own.lines()
-            .filter_map(|line| {
-                let mut parts = line.splitn(3, ':');
-                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                let rel = path.trim_start_matches('/');
-                let file = if controllers.is_empty() {
-                    Path::new("/sys/fs/cgroup").join(rel).join("memory.max")
-                } else if controllers.split(',').any(|c| c == "memory") {
-                    Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.limit_in_bytes")
-                } else {
-                    return None;
-                };
-                fs::read_to_string(file).ok()?.trim().parse::<u64>().ok()
-            })
-            .min()
-    });
-    cgroup.map_or(physical, |c| c.min(physical))
+    let Ok(own) = fs::read_to_string("/proc/self/cgroup") else { return physical };
+    let mut best = physical;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let limit = if controllers.is_empty() {
+            walk_up(Path::new("/sys/fs/cgroup"), path, |d| read_u64(&d.join("memory.max")))
+        } else if controllers.split(',').any(|c| c == "memory") {
+            walk_up(Path::new("/sys/fs/cgroup/memory"), path, |d| read_u64(&d.join("memory.limit_in_bytes")))
+        } else {
+            None
+        };
+        if let Some(l) = limit {
+            best = best.min(l as u64);
+        }
+    }
+    best
+}
+
+/// A whole number in a file, or None ("max" included).
+fn read_u64(path: &Path) -> Option<usize> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// The CPU the calling thread runs on now (a hint: it may move at once).
