@@ -47,36 +47,44 @@ impl Drop for PooledItems {
 }
 
 impl BufPool {
-    /// A copy of `values`, in a recycled buffer when one is large enough.
-    pub(crate) fn copy(self: &Arc<Self>, values: &[u64]) -> crate::Result<PooledItems> {
-        let fresh = |n: usize| -> crate::Result<Vec<u64>> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(n).map_err(|_| crate::Error::System(format!("cannot allocate a copy of {n} items")))?;
-            Ok(v)
-        };
-        if values.len() < MIN_RECYCLED_ITEMS {
-            let mut data = fresh(values.len())?;
-            data.extend_from_slice(values);
-            return Ok(PooledItems { data, pool: None });
-        }
-        let reused = {
+    /// An empty buffer with room for `len` items: a recycled one when one
+    /// is large enough, else a fresh allocation that fails instead of
+    /// aborting when memory runs out.
+    pub(crate) fn reserve(&self, len: usize) -> crate::Result<Vec<u64>> {
+        if len >= MIN_RECYCLED_ITEMS {
             let mut idle = self.idle.lock();
-            // Best fit: the smallest idle buffer that holds `values`.
+            // Best fit: the smallest idle buffer that holds `len` items.
             let best = idle
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.capacity() >= values.len())
+                .filter(|(_, b)| b.capacity() >= len)
                 .min_by_key(|(_, b)| b.capacity())
                 .map(|(i, _)| i);
-            best.map(|i| idle.swap_remove(i))
-        };
-        let mut data = match reused {
-            Some(v) => v,
-            None => fresh(values.len())?,
-        };
-        data.clear();
-        data.extend_from_slice(values);
-        Ok(PooledItems { data, pool: Some(Arc::clone(self)) })
+            if let Some(i) = best {
+                let mut buf = idle.swap_remove(i);
+                buf.clear();
+                return Ok(buf);
+            }
+        }
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| crate::Error::System(format!("cannot allocate a copy of {len} items")))?;
+        Ok(v)
+    }
+
+    /// Fills `buf` (from [`BufPool::reserve`], with room for `values`) with
+    /// a copy of `values`; large buffers return to the pool when dropped.
+    pub(crate) fn fill(self: &Arc<Self>, mut buf: Vec<u64>, values: &[u64]) -> PooledItems {
+        debug_assert!(buf.capacity() >= values.len());
+        buf.clear();
+        buf.extend_from_slice(values);
+        let pool = (buf.capacity() >= MIN_RECYCLED_ITEMS).then(|| Arc::clone(self));
+        PooledItems { data: buf, pool }
+    }
+
+    /// A copy of `values` (reserve + fill).
+    #[cfg(test)]
+    pub(crate) fn copy(self: &Arc<Self>, values: &[u64]) -> crate::Result<PooledItems> {
+        Ok(self.fill(self.reserve(values.len())?, values))
     }
 
     fn give_back(&self, buf: Vec<u64>) {

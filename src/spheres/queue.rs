@@ -39,15 +39,23 @@ impl Chunk {
         Chunk { items, start, end }
     }
 
-    /// A chunk owning a copy of `values`: inline when tiny, else in a
-    /// buffer of `pool`. Fails (instead of aborting) when memory runs out.
-    pub(crate) fn copy_of(pool: &Arc<BufPool>, values: &[u64]) -> crate::Result<Chunk> {
-        if values.len() <= INLINE_ITEMS {
-            let mut inline = [0u64; INLINE_ITEMS];
-            inline[..values.len()].copy_from_slice(values);
-            return Ok(Chunk::new(Items::Inline(inline), 0, values.len()));
-        }
-        Ok(Chunk::new(Items::Array(Arc::new(pool.copy(values)?)), 0, values.len()))
+    /// A chunk holding up to [`INLINE_ITEMS`] values in itself.
+    pub(crate) fn inline(values: &[u64]) -> Chunk {
+        assert!(values.len() <= INLINE_ITEMS, "{} values do not fit inline", values.len());
+        let mut inline = [0u64; INLINE_ITEMS];
+        inline[..values.len()].copy_from_slice(values);
+        Chunk::new(Items::Inline(inline), 0, values.len())
+    }
+
+    /// A chunk owning a copy of `values` in `buf`, a buffer reserved from
+    /// `pool` with room for them.
+    pub(crate) fn copied(pool: &Arc<BufPool>, buf: Vec<u64>, values: &[u64]) -> Chunk {
+        Chunk::new(Items::Array(Arc::new(pool.fill(buf, values))), 0, values.len())
+    }
+
+    /// Whether a chunk of `len` items needs a buffer (else it is inline).
+    pub(crate) fn needs_buffer(len: usize) -> bool {
+        len > INLINE_ITEMS
     }
 
     /// Number of items.
@@ -215,7 +223,7 @@ mod tests {
     }
 
     fn single(v: u64) -> Chunk {
-        Chunk::copy_of(&Arc::new(BufPool::default()), &[v]).unwrap()
+        Chunk::inline(&[v])
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::mailbox::{Mailbox, Message, MessageKind, Priority};
 use super::queue::{Chunk, Items, WorkQueue, MAX_PIECE};
 use super::stats::{SphereCounters, SphereState, SphereStats, SystemSummary};
 use crate::error::{invalid, Error, Result};
-use crossbeam_utils::{Backoff, CachePadded};
+use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,6 +27,9 @@ const CHUNKS_PER_WORKER: usize = 16;
 /// item time: long enough to amortise a queue lock, short enough that
 /// expensive items stay within reach of idle workers.
 const TARGET_PIECE_NS: f64 = 50_000.0;
+/// Rounds of exponential spinning (a few microseconds in all) before an
+/// idle worker parks.
+const SPIN_ROUNDS: u32 = 10;
 /// Most items one call may queue (and may be pending at once), so that
 /// counts stay exact in an `int64_t`.
 const MAX_PENDING: u64 = i64::MAX as u64;
@@ -92,6 +95,15 @@ struct WorkerSlot {
     parker: crate::sys::Parker,
     /// CPU the worker last parked on (usize::MAX before the first nap).
     last_cpu: AtomicUsize,
+}
+
+/// Where the items of a distribute call come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// A caller array, copied.
+    Copy(&'a [u64]),
+    /// `first + i` for i in 0..n.
+    Range(u64),
 }
 
 /// Static plan of one worker, fixed at creation.
@@ -409,8 +421,7 @@ impl SphereSystem {
     /// Queues a copy of `items`, spread over the leaf spheres group by
     /// group. Accepted running or stopped (then it runs on start).
     pub fn distribute(&self, items: &[u64]) -> Result<()> {
-        let pool = &self.shared.buffers;
-        self.spread_chunks(items.len(), |a, b| Chunk::copy_of(pool, &items[a..b]))
+        self.spread_chunks(items.len(), Source::Copy(items))
     }
 
     /// Queues the items `first..first + count` without an array.
@@ -422,23 +433,40 @@ impl SphereSystem {
             return Err(invalid!("range of {count} items is larger than {MAX_PENDING}"));
         }
         let count = usize::try_from(count).map_err(|_| invalid!("range of {count} items is too large"))?;
-        self.spread_chunks(count, |a, b| Ok(Chunk::new(Items::Range(first), a, b)))
+        self.spread_chunks(count, Source::Range(first))
     }
 
     /// Cuts `0..n` into chunks (at most 16 per worker, at most one per
-    /// leaf), makes them all (so a failure queues nothing), counts them as
-    /// pending, then queues them on consecutive leaves of the spread order.
-    fn spread_chunks(&self, n: usize, make: impl Fn(usize, usize) -> Result<Chunk>) -> Result<()> {
+    /// leaf), counts them as pending and queues them on consecutive leaves of
+    /// the spread order. Every buffer is reserved before anything is queued,
+    /// so running out of memory queues nothing; the copying itself happens
+    /// chunk by chunk, so workers start on the first chunk while later ones
+    /// are still being copied.
+    fn spread_chunks(&self, n: usize, source: Source<'_>) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
         let sh = &self.shared;
         let pieces = n.min(sh.plans.len() * CHUNKS_PER_WORKER).min(sh.spread.len()).max(1);
         let per = n.div_ceil(pieces);
-        let chunks = (0..n).step_by(per).map(|a| make(a, a + per.min(n - a))).collect::<Result<Vec<Chunk>>>()?;
+        let bounds: Vec<(usize, usize)> = (0..n).step_by(per).map(|a| (a, a + per.min(n - a))).collect();
+        let mut buffers = Vec::new();
+        if let Source::Copy(_) = source {
+            for &(a, b) in &bounds {
+                buffers.push(if Chunk::needs_buffer(b - a) { Some(sh.buffers.reserve(b - a)?) } else { None });
+            }
+        }
         sh.add_pending(n as u64)?;
-        let first = sh.spread_cursor.fetch_add(chunks.len(), Ordering::Relaxed);
-        for (i, chunk) in chunks.into_iter().enumerate() {
+        let first = sh.spread_cursor.fetch_add(bounds.len(), Ordering::Relaxed);
+        let mut buffers = buffers.into_iter();
+        for (i, &(a, b)) in bounds.iter().enumerate() {
+            let chunk = match source {
+                Source::Copy(items) => match buffers.next().flatten() {
+                    Some(buf) => Chunk::copied(&sh.buffers, buf, &items[a..b]),
+                    None => Chunk::inline(&items[a..b]),
+                },
+                Source::Range(first) => Chunk::new(Items::Range(first), a, b),
+            };
             sh.push(sh.spread[(first + i) % sh.spread.len()], chunk);
         }
         Ok(())
@@ -456,7 +484,7 @@ impl SphereSystem {
         }
         self.shared.add_pending(items.len() as u64)?;
         for &v in items {
-            self.shared.push(sphere, Chunk::copy_of(&self.shared.buffers, &[v])?);
+            self.shared.push(sphere, Chunk::inline(&[v]));
         }
         Ok(())
     }
@@ -1000,7 +1028,7 @@ impl Shared {
     /// Spins briefly, then parks until work it can take arrives. Returns
     /// false when the worker should exit (see `may_exit`).
     fn idle(&self, w: usize, worker: &mut WorkerState, f: Option<&WorkFn>) -> bool {
-        let backoff = Backoff::new();
+        let mut spins = 0u32;
         let slot = &self.slots[w];
         loop {
             if let Some((sphere, piece)) = self.find_work(w, worker) {
@@ -1010,8 +1038,14 @@ impl Shared {
             if self.may_exit() {
                 return false;
             }
-            if !backoff.is_completed() {
-                backoff.snooze();
+            if spins < SPIN_ROUNDS {
+                // Spin without yielding: a yield invites the kernel to move
+                // this thread to the idle CPU, where its next wake-up then
+                // costs an inter-processor interrupt.
+                for _ in 0..1u32 << spins.min(6) {
+                    std::hint::spin_loop();
+                }
+                spins += 1;
                 continue;
             }
             // Announce the nap, then look once more: work published before
@@ -1041,7 +1075,7 @@ impl Shared {
             if exit {
                 return false;
             }
-            backoff.reset();
+            spins = 0;
         }
     }
 }
