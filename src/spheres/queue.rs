@@ -295,11 +295,6 @@ mod tests {
         assert!(q.steal().is_none());
         assert!(q.pop_front(MAX_PIECE).is_some());
     }
-}
-
-#[cfg(test)]
-mod limit_tests {
-    use super::*;
 
     #[test]
     fn limit_one_hands_out_single_items_and_thieves_split_small_chunks() {

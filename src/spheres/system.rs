@@ -149,8 +149,8 @@ struct Shared {
     /// Set when a failed start tears down the workers it had started: they
     /// exit at once and leave the queues as they are.
     abort: AtomicBool,
-    /// Mirrors `Control::running` for readers that must not take the
-    /// control lock (callbacks during a stop, `wait`).
+    /// Whether workers run. Written only under the control lock; read
+    /// without it (callbacks during a stop, `wait`, `is_running`).
     running: AtomicBool,
     done_lock: Mutex<()>,
     done: Condvar,
@@ -163,10 +163,9 @@ struct Shared {
     buffers: Arc<BufPool>,
 }
 
+/// What only start and stop touch, under one lock so they never overlap.
 struct Control {
     threads: Vec<JoinHandle<()>>,
-    running: bool,
-    starts: u64,
 }
 
 /// A kissing-spheres scheduler: a tree of logical spheres run by a bounded
@@ -255,10 +254,7 @@ impl SphereSystem {
             buffers: Arc::new(BufPool::default()),
             hierarchy,
         };
-        Ok(SphereSystem {
-            shared: Arc::new(shared),
-            control: Mutex::new(Control { threads: Vec::new(), running: false, starts: 0 }),
-        })
+        Ok(SphereSystem { shared: Arc::new(shared), control: Mutex::new(Control { threads: Vec::new() }) })
     }
 
     /// A full tree of `levels` levels run by the default thread count.
@@ -325,8 +321,9 @@ impl SphereSystem {
     /// Without one, items are only counted.
     pub fn set_work_fn(&self, f: Option<WorkFn>) -> Result<()> {
         self.refuse_from_worker("set_work_fn")?;
-        let ctl = self.control.lock();
-        if ctl.running {
+        // Held so that a start cannot begin between the check and the store.
+        let _ctl = self.control.lock();
+        if self.shared.running.load(Ordering::SeqCst) {
             return Err(Error::WrongState("the work callback can only be set while the system is stopped".into()));
         }
         *self.shared.work_fn.lock() = f;
@@ -337,7 +334,7 @@ impl SphereSystem {
     pub fn start(&self) -> Result<()> {
         self.refuse_from_worker("start")?;
         let mut ctl = self.control.lock();
-        if ctl.running {
+        if self.shared.running.load(Ordering::SeqCst) {
             return Err(Error::WrongState("system is already running".into()));
         }
         let sh = &self.shared;
@@ -367,8 +364,6 @@ impl SphereSystem {
             }
         }
         sh.running.store(true, Ordering::SeqCst);
-        ctl.running = true;
-        ctl.starts += 1;
         Ok(())
     }
 
@@ -393,7 +388,7 @@ impl SphereSystem {
             return Err(Error::WrongState("stop called from a worker of this system".into()));
         }
         let mut ctl = self.control.lock();
-        if !ctl.running {
+        if !self.shared.running.load(Ordering::SeqCst) {
             return Err(Error::WrongState("system is not running".into()));
         }
         let sh = &self.shared;
@@ -401,7 +396,6 @@ impl SphereSystem {
         Self::shutdown_threads(sh, &mut ctl);
         sh.lifecycle.store(SphereState::Terminated as usize, Ordering::SeqCst);
         sh.running.store(false, Ordering::SeqCst);
-        ctl.running = false;
         // Waiters re-check: work queued after the drain cannot finish now.
         let _g = sh.done_lock.lock();
         sh.done.notify_all();
@@ -761,10 +755,9 @@ impl SphereSystem {
 impl Drop for SphereSystem {
     fn drop(&mut self) {
         let mut ctl = self.control.lock();
-        if ctl.running {
+        if self.shared.running.load(Ordering::SeqCst) {
             Self::shutdown_threads(&self.shared, &mut ctl);
             self.shared.running.store(false, Ordering::SeqCst);
-            ctl.running = false;
         }
     }
 }
