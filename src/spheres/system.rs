@@ -340,12 +340,13 @@ impl SphereSystem {
         let sh = &self.shared;
         sh.shutdown.store(false, Ordering::SeqCst);
         sh.lifecycle.store(SphereState::Ready as usize, Ordering::SeqCst);
-        let cpus = crate::sys::process_affinity_cpus();
+        // Only computed when pinning: it reads sysfs.
+        let cpus = if sh.pin_threads { crate::sys::CpuTopology::detect().pinning_order() } else { Vec::new() };
         let work_fn = sh.work_fn.lock().clone();
         for w in 0..sh.plans.len() {
             let shared = Arc::clone(sh);
             let f = work_fn.clone();
-            let cpu = sh.pin_threads.then(|| cpus[w % cpus.len()]);
+            let cpu = (!cpus.is_empty()).then(|| cpus[w % cpus.len()]);
             let spawned = std::thread::Builder::new()
                 .name(format!("cllm-sphere-{w}"))
                 .spawn(move || shared.worker_main(w, f, cpu));

@@ -94,6 +94,36 @@ impl CpuTopology {
         nodes.sort_by_key(|n| n.id);
         CpuTopology { cpus, nodes }
     }
+
+    /// Usable CPUs in the order workers should be pinned: one hardware
+    /// thread of every physical core first (alternating NUMA nodes), then
+    /// the second threads of the cores, and so on — so that the first
+    /// workers never share a core while another core is free.
+    pub fn pinning_order(&self) -> Vec<usize> {
+        let mut seen: std::collections::HashMap<(usize, usize), usize> = std::collections::HashMap::new();
+        let mut keyed: Vec<(usize, usize, usize, usize)> = self
+            .cpus
+            .iter()
+            .map(|c| {
+                let sibling = seen.entry((c.package, c.core)).or_insert(0);
+                let key = (*sibling, c.node, c.core, c.id);
+                *sibling += 1;
+                key
+            })
+            .collect();
+        // Within one sibling rank, interleave nodes: rank, then position of
+        // the core within its node, then node.
+        let mut per_node_rank: std::collections::HashMap<(usize, usize), usize> = std::collections::HashMap::new();
+        let mut order: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(keyed.len());
+        keyed.sort();
+        for (rank, node, _core, id) in keyed {
+            let pos = per_node_rank.entry((rank, node)).or_insert(0);
+            order.push((rank, *pos, node, id));
+            *pos += 1;
+        }
+        order.sort();
+        order.into_iter().map(|(_, _, _, id)| id).collect()
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +134,35 @@ mod tests {
     fn cpu_list_parsing() {
         assert_eq!(parse_cpu_list("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
         assert_eq!(parse_cpu_list(""), Vec::<usize>::new());
+    }
+
+    fn cpu(id: usize, core: usize, node: usize) -> CpuInfo {
+        CpuInfo { id, core, package: 0, node }
+    }
+
+    #[test]
+    fn pinning_fills_physical_cores_before_siblings() {
+        // Two cores with two threads each: ids 0,2 on core 0; 1,3 on core 1.
+        let t = CpuTopology {
+            cpus: vec![cpu(0, 0, 0), cpu(1, 1, 0), cpu(2, 0, 0), cpu(3, 1, 0)],
+            nodes: vec![NumaNode { id: 0, cpus: vec![0, 1, 2, 3] }],
+        };
+        assert_eq!(t.pinning_order(), vec![0, 1, 2, 3]);
+        // Siblings numbered next to each other: 0,1 on core 0; 2,3 on core 1.
+        let t = CpuTopology {
+            cpus: vec![cpu(0, 0, 0), cpu(1, 0, 0), cpu(2, 1, 0), cpu(3, 1, 0)],
+            nodes: vec![NumaNode { id: 0, cpus: vec![0, 1, 2, 3] }],
+        };
+        assert_eq!(t.pinning_order(), vec![0, 2, 1, 3]);
+    }
+
+    #[test]
+    fn pinning_alternates_numa_nodes() {
+        let t = CpuTopology {
+            cpus: vec![cpu(0, 0, 0), cpu(1, 1, 0), cpu(2, 2, 1), cpu(3, 3, 1)],
+            nodes: vec![NumaNode { id: 0, cpus: vec![0, 1] }, NumaNode { id: 1, cpus: vec![2, 3] }],
+        };
+        assert_eq!(t.pinning_order(), vec![0, 2, 1, 3]);
     }
 
     #[test]
