@@ -124,8 +124,7 @@ static void bad_creation(void)
 
 static void bad_arguments(void)
 {
-    KissingSpheresSystem *sys = kissing_spheres_create(3);
-    CHECKF(sys != NULL, "create(3): %s", tu_err());
+    KissingSpheresSystem *sys = tu_create_levels(3);
     if (sys == NULL)
         return;
     int total = kissing_spheres_total_spheres(sys);
@@ -191,11 +190,7 @@ static void bad_arguments(void)
     kissing_spheres_free(sys);
 
     /* with buffers of 8 floats */
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.buffer_len = 8;
-    sys = kissing_spheres_create_with_options(&o);
-    CHECKF(sys != NULL, "create_with_options(buffer_len=8): %s", tu_err());
+    sys = tu_create_buffers(2, 8);
     if (sys == NULL)
         return;
     CHECK_EQ_I64(kissing_spheres_buffer_len(sys), 8);
@@ -218,14 +213,9 @@ static void bad_arguments(void)
 
 static void stats_strings(void)
 {
-    KissingSpheresSystem *sys = kissing_spheres_create(2);
-    CHECK(sys != NULL);
+    KissingSpheresSystem *sys = tu_create_and_run(2, 100);
     if (sys == NULL)
         return;
-    CHECK_EQ_I64(kissing_spheres_start(sys), KS_OK);
-    CHECK_EQ_I64(kissing_spheres_distribute_range(sys, 0, 100), KS_OK);
-    CHECK_EQ_I64(kissing_spheres_wait(sys, 10000), KS_OK);
-    CHECK_EQ_I64(kissing_spheres_stop(sys), KS_OK);
 
     int64_t need = kissing_spheres_stats_json(sys, NULL, 0);
     CHECKF(need > 0, "stats_json(NULL, 0) returned %lld", (long long)need);
@@ -279,11 +269,7 @@ typedef struct {
     int rc_wait, rc_stop, rc_start, rc_setcb, rc_epoch_other, rc_distribute;
     bool err_wait, err_stop, err_start, err_setcb, err_free, err_epoch_other;
     bool did_free;
-    /* a blocking item */
-    pthread_mutex_t m;
-    pthread_cond_t cv;
-    bool release;
-    bool blocked_started;
+    TuGate gate; /* the blocking item waits here */
     unsigned work_rounds;
 } SCtx;
 
@@ -342,17 +328,9 @@ static void state_cb(uint64_t item, int sphere_id, void *user_data)
         c->rc_distribute = kissing_spheres_distribute_work(c->sys, more, 3);
         break;
     }
-    case IT_BLOCK: {
-        pthread_mutex_lock(&c->m);
-        c->blocked_started = true;
-        pthread_cond_broadcast(&c->cv);
-        struct timespec dl = tu_deadline_ms(10000);
-        while (!c->release)
-            if (pthread_cond_timedwait(&c->cv, &c->m, &dl) == ETIMEDOUT)
-                break;
-        pthread_mutex_unlock(&c->m);
+    case IT_BLOCK:
+        tu_gate_wait(&c->gate, 10000);
         break;
-    }
     default:
         if (c->work_rounds)
             (void)tu_busy_work(item, c->work_rounds);
@@ -382,8 +360,7 @@ static void wrong_state(void)
     c.sys = sys;
     c.other = other;
     c.rc_wait = c.rc_stop = c.rc_start = c.rc_setcb = c.rc_epoch_other = c.rc_distribute = 12345;
-    pthread_mutex_init(&c.m, NULL);
-    pthread_cond_init(&c.cv, NULL);
+    tu_gate_init(&c.gate);
 
     CHECK_ERR(kissing_spheres_stop(sys), -1); /* never started */
     CHECK_EQ_I64(kissing_spheres_is_running(sys), 0);
@@ -432,23 +409,15 @@ static void wrong_state(void)
     /* wait times out while an item is still running */
     uint64_t blk = IT_BLOCK;
     CHECK_EQ_I64(kissing_spheres_distribute_work(sys, &blk, 1), KS_OK);
-    pthread_mutex_lock(&c.m);
-    struct timespec dl = tu_deadline_ms(10000);
-    while (!c.blocked_started)
-        if (pthread_cond_timedwait(&c.cv, &c.m, &dl) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&c.m);
-    CHECK(c.blocked_started);
+    tu_gate_wait_started(&c.gate, 10000);
+    CHECK(c.gate.started);
     double t0 = tu_now();
     int rc = kissing_spheres_wait(sys, 20);
     double dt = tu_now() - t0;
     CHECKF(rc == KS_TIMEOUT, "wait(20 ms) with an item still running returned %d", rc);
     CHECKF(dt >= 0.019 && dt < 5.0, "wait(20 ms) returned after %.4f s", dt);
     CHECK_EQ_I64(kissing_spheres_pending(sys), 1);
-    pthread_mutex_lock(&c.m);
-    c.release = true;
-    pthread_cond_broadcast(&c.cv);
-    pthread_mutex_unlock(&c.m);
+    tu_gate_open(&c.gate);
     CHECK_EQ_I64(kissing_spheres_wait(sys, -1), KS_OK);
 
     CHECK_EQ_I64(kissing_spheres_stop(sys), KS_OK);
@@ -482,24 +451,21 @@ static void wrong_state(void)
     }
     kissing_spheres_free(sys);
     kissing_spheres_free(other);
-    pthread_mutex_destroy(&c.m);
-    pthread_cond_destroy(&c.cv);
+    tu_gate_destroy(&c.gate);
 }
 
 /* free a running system with work queued: drains, no hang, no crash */
 static void free_without_stop(void)
 {
     enum { N = 50000 };
-    KissingSpheresSystem *sys = kissing_spheres_create(3);
-    CHECK(sys != NULL);
+    KissingSpheresSystem *sys = tu_create_levels(3);
     if (sys == NULL)
         return;
     SCtx c;
     memset(&c, 0, sizeof c);
     c.sys = sys;
     c.work_rounds = 200;
-    pthread_mutex_init(&c.m, NULL);
-    pthread_cond_init(&c.cv, NULL);
+    tu_gate_init(&c.gate);
     CHECK_EQ_I64(kissing_spheres_set_work_callback(sys, state_cb, &c), KS_OK);
     CHECK_EQ_I64(kissing_spheres_start(sys), KS_OK);
     CHECK_EQ_I64(kissing_spheres_distribute_range(sys, 0, N), KS_OK);
@@ -512,10 +478,8 @@ static void free_without_stop(void)
 
     /* never started, work queued: discarded, nothing runs */
     memset(&c, 0, sizeof c);
-    pthread_mutex_init(&c.m, NULL);
-    pthread_cond_init(&c.cv, NULL);
-    sys = kissing_spheres_create(4);
-    CHECK(sys != NULL);
+    tu_gate_init(&c.gate);
+    sys = tu_create_levels(4);
     if (sys != NULL) {
         CHECK_EQ_I64(kissing_spheres_set_work_callback(sys, state_cb, &c), KS_OK);
         CHECK_EQ_I64(kissing_spheres_distribute_range(sys, 0, 100000), KS_OK);
@@ -534,8 +498,7 @@ static void free_without_stop(void)
         kissing_spheres_free(sys);
         CHECK(true);
     }
-    pthread_mutex_destroy(&c.m);
-    pthread_cond_destroy(&c.cv);
+    tu_gate_destroy(&c.gate);
 }
 
 /* ---- the error slot ------------------------------------------------------ */
@@ -567,8 +530,7 @@ static void error_slot(void)
 
 int main(void)
 {
-    TU_WATCHDOG(60);
-    double t0 = tu_now();
+    tu_begin(60);
     error_slot();
     null_system();
     bad_creation();
@@ -576,6 +538,5 @@ int main(void)
     stats_strings();
     wrong_state();
     free_without_stop();
-    printf("test_bad_input: %.2f s\n", tu_now() - t0);
-    return TU_SUMMARY();
+    return tu_finish("test_bad_input");
 }

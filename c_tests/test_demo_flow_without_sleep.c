@@ -90,8 +90,7 @@ static void check_exactly_once(const CountCtx *c, int levels, uint64_t n)
 static void demo_with_callback(int levels, uint64_t n, bool distribute_before_start)
 {
     const char *when = distribute_before_start ? "before start" : "after start";
-    KissingSpheresSystem *sys = kissing_spheres_create(levels);
-    CHECKF(sys != NULL, "create(%d) failed: %s", levels, tu_err());
+    KissingSpheresSystem *sys = tu_create_levels(levels);
     if (sys == NULL)
         return;
     int usable = cllm_usable_cpus();
@@ -168,8 +167,7 @@ static void demo_with_callback(int levels, uint64_t n, bool distribute_before_st
 /* The original demo path: no callback, items only counted. */
 static void demo_without_callback(int levels, uint64_t n)
 {
-    KissingSpheresSystem *sys = kissing_spheres_create(levels);
-    CHECKF(sys != NULL, "create(%d) failed: %s", levels, tu_err());
+    KissingSpheresSystem *sys = tu_create_levels(levels);
     if (sys == NULL)
         return;
     uint64_t *items = malloc(n * sizeof *items);
@@ -230,12 +228,7 @@ static void share_cb(uint64_t item, int sphere_id, void *user_data)
 
 static void shared_sphere_state(void)
 {
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.num_levels = 1;
-    o.num_threads = 2;
-    KissingSpheresSystem *sys = kissing_spheres_create_with_options(&o);
-    CHECKF(sys != NULL, "create_with_options(levels=1, threads=2): %s", tu_err());
+    KissingSpheresSystem *sys = tu_create(1, 2);
     if (sys == NULL)
         return;
     for (int round = 0; round < 3; round++) {
@@ -261,14 +254,9 @@ static void shared_sphere_state(void)
  * kissing_spheres_stats_table. stdout is redirected to a temporary file. */
 static void print_stats_interleaving(void)
 {
-    KissingSpheresSystem *sys = kissing_spheres_create(2);
-    CHECK(sys != NULL);
+    KissingSpheresSystem *sys = tu_create_and_run(2, 1000);
     if (sys == NULL)
         return;
-    CHECK_EQ_I64(kissing_spheres_start(sys), KS_OK);
-    CHECK_EQ_I64(kissing_spheres_distribute_range(sys, 0, 1000), KS_OK);
-    CHECK_EQ_I64(kissing_spheres_wait(sys, 10000), KS_OK);
-    CHECK_EQ_I64(kissing_spheres_stop(sys), KS_OK);
     int64_t tlen = kissing_spheres_stats_table(sys, NULL, 0);
     CHECKF(tlen > 0, "stats_table(NULL, 0) = %lld", (long long)tlen);
     if (tlen <= 0) {
@@ -321,8 +309,7 @@ static void thread_accounting(void)
     int usable = cllm_usable_cpus();
     int before_create = tu_os_thread_count();
     CHECKF(before_create >= 1, "cannot count /proc/self/task entries");
-    KissingSpheresSystem *sys = kissing_spheres_create(4);
-    CHECKF(sys != NULL, "create(4) failed: %s", tu_err());
+    KissingSpheresSystem *sys = tu_create_levels(4);
     if (sys == NULL)
         return;
     int workers = kissing_spheres_worker_threads(sys);
@@ -363,8 +350,7 @@ static void thread_accounting(void)
 
 int main(void)
 {
-    TU_WATCHDOG(60);
-    double t0 = tu_now();
+    tu_begin(60);
     static const uint64_t sizes[] = {1000, 100000};
     for (int levels = 1; levels <= 4; levels++) {
         for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
@@ -376,6 +362,5 @@ int main(void)
     thread_accounting();
     print_stats_interleaving();
     shared_sphere_state();
-    printf("test_demo_flow_without_sleep: %.2f s\n", tu_now() - t0);
-    return TU_SUMMARY();
+    return tu_finish("test_demo_flow_without_sleep");
 }

@@ -165,8 +165,7 @@ static void check_per_sphere(KissingSpheresSystem *sys, const char *label)
 static void main_system(void)
 {
     double t0 = tu_now();
-    KissingSpheresSystem *sys = kissing_spheres_create(4);
-    CHECKF(sys != NULL, "create(4): %s", tu_err());
+    KissingSpheresSystem *sys = tu_create_levels(4);
     if (sys == NULL)
         return;
     for (int s = 0; s < MAX_SPHERES; s++)
@@ -338,10 +337,8 @@ static void oversubscribed(KissingSpheresSystem *sys, const char *label, int wan
 /* cancel_pending while running: queued items are removed and never run,
  * the running item finishes, and a thread blocked in wait(-1) returns. */
 typedef struct {
-    pthread_mutex_t m;
-    pthread_cond_t cv;
-    bool started, release;
     atomic_int ran_others;
+    TuGate gate; /* the blocker waits here */
 } BlockCtx;
 
 enum { BLOCKER = 999999999 };
@@ -354,40 +351,22 @@ static void block_cb(uint64_t item, int sphere_id, void *user_data)
         atomic_fetch_add(&c->ran_others, 1);
         return;
     }
-    pthread_mutex_lock(&c->m);
-    c->started = true;
-    pthread_cond_broadcast(&c->cv);
-    struct timespec dl = tu_deadline_ms(10000);
-    while (!c->release)
-        if (pthread_cond_timedwait(&c->cv, &c->m, &dl) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&c->m);
+    tu_gate_wait(&c->gate, 10000);
 }
 
 static void cancel_while_running(void)
 {
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.num_levels = 3;
-    o.num_threads = 1; /* the blocker occupies the only worker */
-    KissingSpheresSystem *sys = kissing_spheres_create_with_options(&o);
-    CHECKF(sys != NULL, "create_with_options(threads=1): %s", tu_err());
+    KissingSpheresSystem *sys = tu_create(3, 1); /* the blocker occupies the only worker */
     if (sys == NULL)
         return;
-    BlockCtx c = {.started = false};
-    pthread_mutex_init(&c.m, NULL);
-    pthread_cond_init(&c.cv, NULL);
+    BlockCtx c = {.ran_others = 0};
+    tu_gate_init(&c.gate);
     CHECK_EQ_I64(kissing_spheres_set_work_callback(sys, block_cb, &c), KS_OK);
     CHECK_EQ_I64(kissing_spheres_start(sys), KS_OK);
     uint64_t blocker = BLOCKER;
     CHECK_EQ_I64(kissing_spheres_enqueue(sys, 20, &blocker, 1), KS_OK);
-    pthread_mutex_lock(&c.m);
-    struct timespec dl = tu_deadline_ms(10000);
-    while (!c.started)
-        if (pthread_cond_timedwait(&c.cv, &c.m, &dl) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&c.m);
-    CHECKF(c.started, "the blocking item never started");
+    tu_gate_wait_started(&c.gate, 10000);
+    CHECKF(c.gate.started, "the blocking item never started");
     uint64_t items[300];
     for (int i = 0; i < 300; i++)
         items[i] = (uint64_t)i;
@@ -401,10 +380,7 @@ static void cancel_while_running(void)
     CHECKF(cancelled == 5300, "cancel_pending while running returned %lld, expected 5300 (the running item stays)",
            (long long)cancelled);
     CHECK_EQ_I64(kissing_spheres_pending(sys), 1);
-    pthread_mutex_lock(&c.m);
-    c.release = true;
-    pthread_cond_broadcast(&c.cv);
-    pthread_mutex_unlock(&c.m);
+    tu_gate_open(&c.gate);
     pthread_join(wt, NULL);
     CHECKF(w.rc == KS_OK, "wait(-1) blocked across cancel_pending returned %d", w.rc);
     CHECK_EQ_I64(kissing_spheres_pending(sys), 0);
@@ -412,24 +388,18 @@ static void cancel_while_running(void)
     CHECKF(atomic_load(&c.ran_others) == 0, "%d cancelled items ran", atomic_load(&c.ran_others));
     CHECK_EQ_I64(TU_SUM_STAT(sys, items_processed), 1);
     kissing_spheres_free(sys);
-    pthread_mutex_destroy(&c.m);
-    pthread_cond_destroy(&c.cv);
+    tu_gate_destroy(&c.gate);
 }
 
 int main(void)
 {
-    TU_WATCHDOG(60);
-    double t0 = tu_now();
+    tu_begin(60);
     main_system();
 
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.num_levels = 3;
-    o.num_threads = 8;
+    KissingSpheresOptions o = tu_options(3, 8);
     o.pin_threads = true;
     oversubscribed(kissing_spheres_create_with_options(&o), "options(levels=3, threads=8, pinned)", 8);
     oversubscribed(kissing_spheres_create_dynamic(6), "create_dynamic(6)", 6);
     cancel_while_running();
-    printf("test_exactly_once_stress: %.2f s\n", tu_now() - t0);
-    return TU_SUMMARY();
+    return tu_finish("test_exactly_once_stress");
 }

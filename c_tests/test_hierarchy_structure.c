@@ -70,6 +70,17 @@ static int exp_siblings(int id, int total, int out[11])
     return n;
 }
 
+/* The ids of sphere `id`'s `what` (children or siblings): one check of the
+ * count, then, if it matches, one check per id. */
+static void check_ids(const char *label, int id, const char *what, int n, const int *got, int exp_n, const int *exp)
+{
+    CHECKF(n == exp_n, "%s: sphere %d: num_%s=%d, expected %d", label, id, what, n, exp_n);
+    if (n == exp_n) {
+        for (int k = 0; k < exp_n; k++)
+            CHECKF(got[k] == exp[k], "%s: sphere %d: %s[%d]=%d, expected %d", label, id, what, k, got[k], exp[k]);
+    }
+}
+
 /* Verifies every sphere of `sys`, which should hold the first `total`
  * spheres of the numbering in `levels` levels run by `threads` workers
  * (threads <= 0: do not check the worker count). */
@@ -118,22 +129,10 @@ static void verify_tree(KissingSpheresSystem *sys, const char *label, int total,
 
         int ch[12];
         int nc = exp_children(id, total, ch);
-        CHECKF(info.num_children == nc, "%s: sphere %d: num_children=%d, expected %d", label, id, info.num_children,
-               nc);
-        if (info.num_children == nc) {
-            for (int k = 0; k < nc; k++)
-                CHECKF(info.children[k] == ch[k], "%s: sphere %d: children[%d]=%d, expected %d", label, id, k,
-                       info.children[k], ch[k]);
-        }
+        check_ids(label, id, "children", info.num_children, info.children, nc, ch);
         int sib[11];
         int ns = exp_siblings(id, total, sib);
-        CHECKF(info.num_siblings == ns, "%s: sphere %d: num_siblings=%d, expected %d", label, id, info.num_siblings,
-               ns);
-        if (info.num_siblings == ns) {
-            for (int k = 0; k < ns; k++)
-                CHECKF(info.siblings[k] == sib[k], "%s: sphere %d: siblings[%d]=%d, expected %d", label, id, k,
-                       info.siblings[k], sib[k]);
-        }
+        check_ids(label, id, "siblings", info.num_siblings, info.siblings, ns, sib);
         CHECKF(info.state == SPHERE_INITIALIZING, "%s: sphere %d: state=%d before start, expected %d", label, id,
                info.state, SPHERE_INITIALIZING);
         CHECKF(info.owner_worker >= 0 && info.owner_worker < workers, "%s: sphere %d: owner_worker=%d of %d", label,
@@ -158,8 +157,7 @@ static void verify_tree(KissingSpheresSystem *sys, const char *label, int total,
 /* Hand-written spot checks, independent of the helper formulas. */
 static void spot_checks(void)
 {
-    KissingSpheresSystem *sys = kissing_spheres_create(4);
-    CHECKF(sys != NULL, "create(4): %s", tu_err());
+    KissingSpheresSystem *sys = tu_create_levels(4);
     if (sys == NULL)
         return;
     struct {
@@ -200,8 +198,7 @@ static void full_trees(void)
     static const int totals[5] = {0, 1, 13, 157, 1885};
     int usable = cllm_usable_cpus();
     for (int levels = 1; levels <= 4; levels++) {
-        KissingSpheresSystem *sys = kissing_spheres_create(levels);
-        CHECKF(sys != NULL, "create(%d): %s", levels, tu_err());
+        KissingSpheresSystem *sys = tu_create_levels(levels);
         if (sys == NULL)
             continue;
         char label[32];
@@ -340,13 +337,11 @@ static void options(void)
 
 int main(void)
 {
-    TU_WATCHDOG(60);
-    double t0 = tu_now();
+    tu_begin(60);
     spot_checks();
     full_trees();
     dynamic_trees();
     hierarchy_levels_rule();
     options();
-    printf("test_hierarchy_structure: %.2f s\n", tu_now() - t0);
-    return TU_SUMMARY();
+    return tu_finish("test_hierarchy_structure");
 }

@@ -26,14 +26,10 @@
 
 static KissingSpheresSystem *make_system(int levels, int capacity)
 {
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.num_levels = levels;
+    KissingSpheresOptions o = tu_options(levels, 0);
     if (capacity > 0)
         o.mailbox_capacity = capacity;
-    KissingSpheresSystem *sys = kissing_spheres_create_with_options(&o);
-    CHECKF(sys != NULL, "create_with_options(levels=%d, capacity=%d): %s", levels, capacity, tu_err());
-    return sys;
+    return tu_create_opts(&o);
 }
 
 static void fifo_same_priority(void)
@@ -450,8 +446,7 @@ static void from_callbacks(void)
 
 int main(void)
 {
-    TU_WATCHDOG(60);
-    double t0 = tu_now();
+    tu_begin(60);
     fifo_same_priority();
     priority_order();
     capacity();
@@ -460,6 +455,5 @@ int main(void)
     for (int round = 0; round < 3; round++)
         producers_consumers();
     from_callbacks();
-    printf("test_mailbox: %.2f s\n", tu_now() - t0);
-    return TU_SUMMARY();
+    return tu_finish("test_mailbox");
 }

@@ -46,12 +46,7 @@ static void acc_cb(uint64_t item, int sphere_id, void *user_data)
 static void scheduled_reduction(void)
 {
     enum { N = 3000, RUNS = 5 };
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.num_levels = 3;
-    o.buffer_len = BUF;
-    KissingSpheresSystem *sys = kissing_spheres_create_with_options(&o);
-    CHECKF(sys != NULL, "create_with_options(buffer_len=%d): %s", BUF, tu_err());
+    KissingSpheresSystem *sys = tu_create_buffers(3, BUF);
     if (sys == NULL)
         return;
     CHECK_EQ_I64(kissing_spheres_buffer_len(sys), BUF);
@@ -146,12 +141,7 @@ static void *filler(void *arg)
 static void deterministic_reduce(void)
 {
     enum { RUNS = 5, FILLERS = 4 };
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.num_levels = 3;
-    o.buffer_len = BUF;
-    KissingSpheresSystem *sys = kissing_spheres_create_with_options(&o);
-    CHECKF(sys != NULL, "create_with_options: %s", tu_err());
+    KissingSpheresSystem *sys = tu_create_buffers(3, BUF);
     if (sys == NULL)
         return;
     int total = kissing_spheres_total_spheres(sys);
@@ -250,11 +240,7 @@ static int states_not(KissingSpheresSystem *sys, int want, int *first)
  * stopped one SPHERE_TERMINATED ("stopped"). */
 static void states_after_reduce(void)
 {
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.buffer_len = 4;
-    KissingSpheresSystem *sys = kissing_spheres_create_with_options(&o);
-    CHECK(sys != NULL);
+    KissingSpheresSystem *sys = tu_create_buffers(2, 4);
     if (sys == NULL)
         return;
     float v[4] = {1, 2, 3, 4}, out[4];
@@ -365,12 +351,7 @@ static void run_pair(BCtx *c, int sa, int sb, uint64_t ia, uint64_t ib)
 
 static void barriers(void)
 {
-    KissingSpheresOptions o;
-    kissing_spheres_default_options(&o);
-    o.num_levels = 2;
-    o.num_threads = 2;
-    KissingSpheresSystem *sys = kissing_spheres_create_with_options(&o);
-    CHECKF(sys != NULL, "create_with_options(threads=2): %s", tu_err());
+    KissingSpheresSystem *sys = tu_create(2, 2);
     if (sys == NULL)
         return;
     CHECK_EQ_I64(kissing_spheres_worker_threads(sys), 2);
@@ -457,12 +438,10 @@ static void barriers(void)
 
 int main(void)
 {
-    TU_WATCHDOG(60);
-    double t0 = tu_now();
+    tu_begin(60);
     scheduled_reduction();
     deterministic_reduce();
     states_after_reduce();
     barriers();
-    printf("test_reduction_and_barriers: %.2f s\n", tu_now() - t0);
-    return TU_SUMMARY();
+    return tu_finish("test_reduction_and_barriers");
 }

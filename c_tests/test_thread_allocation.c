@@ -147,8 +147,7 @@ static void cpu_count(void)
         printf("usable CPUs: %d (affinity mask: %d, online: %ld)\n", usable, mask, sysconf(_SC_NPROCESSORS_ONLN));
     }
     /* A system built with defaults uses that many workers. */
-    KissingSpheresSystem *sys = kissing_spheres_create(2);
-    CHECK(sys != NULL);
+    KissingSpheresSystem *sys = tu_create_levels(2);
     if (sys != NULL) {
         CHECKF(kissing_spheres_worker_threads(sys) == usable, "create(2): %d workers, %d usable CPUs",
                kissing_spheres_worker_threads(sys), usable);
@@ -158,13 +157,11 @@ static void cpu_count(void)
 
 int main(void)
 {
-    TU_WATCHDOG(60);
-    double t0 = tu_now();
+    tu_begin(60);
     per_core_counts();
     coverage();
     output_contract();
     bad_input();
     cpu_count();
-    printf("test_thread_allocation: %.2f s\n", tu_now() - t0);
-    return TU_SUMMARY();
+    return tu_finish("test_thread_allocation");
 }

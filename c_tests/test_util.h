@@ -21,6 +21,14 @@
  *   tu_now(), tu_deadline_ms() monotonic seconds; absolute deadline for
  *                             pthread_cond_timedwait
  *   tu_shuffle_int(), tu_busy_work()  deterministic shuffle; real CPU work
+ *   tu_options(levels, threads)  default options with those two fields set
+ *   tu_create_opts(&o), tu_create(levels, threads), tu_create_levels(levels),
+ *   tu_create_buffers(levels, buffer_len)
+ *                             create a system; NULL is one failed check
+ *                             (reported at the caller's line)
+ *   tu_create_and_run(levels, n)  a stopped system that ran items 0..n-1
+ *   TuGate, tu_gate_*()       a callback blocks until the test opens the gate
+ *   tu_begin(seconds), tu_finish(name)  a test main's first and last steps
  *
  * No helper sleeps: waiting is done with condition variables, atomics and
  * the library's own wait calls.
@@ -91,12 +99,17 @@ static inline bool tu_check(bool ok, const char *file, int line, const char *exp
 #define CHECK(cond) tu_check((cond) ? true : false, __FILE__, __LINE__, #cond, "%s", "")
 #define CHECKF(cond, ...) tu_check((cond) ? true : false, __FILE__, __LINE__, #cond, __VA_ARGS__)
 
+/* One integer-equality check, reported at file:line as `expr`. */
+static inline bool tu_check_eq_at(const char *file, int line, const char *expr, long long got, long long expected)
+{
+    return tu_check(got == expected, file, line, expr, "got %lld, expected %lld", got, expected);
+}
+
 #define CHECK_EQ_I64(a, b)                                                                         \
     do {                                                                                           \
         long long tu_a_ = (long long)(a);                                                          \
         long long tu_b_ = (long long)(b);                                                          \
-        tu_check(tu_a_ == tu_b_, __FILE__, __LINE__, #a " == " #b, "got %lld, expected %lld",      \
-                 tu_a_, tu_b_);                                                                    \
+        tu_check_eq_at(__FILE__, __LINE__, #a " == " #b, tu_a_, tu_b_);                            \
     } while (0)
 
 /* The last error of this thread, or "(null)" for printing. */
@@ -118,8 +131,7 @@ static inline bool tu_error_is_set(void)
         cllm_clear_error();                                                                        \
         long long tu_r_ = (long long)(expr);                                                       \
         long long tu_x_ = (long long)(expected);                                                   \
-        tu_check(tu_r_ == tu_x_, __FILE__, __LINE__, #expr " == " #expected,                      \
-                 "got %lld, expected %lld", tu_r_, tu_x_);                                         \
+        tu_check_eq_at(__FILE__, __LINE__, #expr " == " #expected, tu_r_, tu_x_);                  \
         tu_check(tu_error_is_set(), __FILE__, __LINE__, "cllm_last_error() set after " #expr,      \
                  "cllm_last_error() is %s", cllm_last_error() ? "empty" : "NULL");                 \
     } while (0)
@@ -250,6 +262,152 @@ static inline uint64_t tu_busy_work(uint64_t seed, unsigned rounds)
     for (unsigned i = 0; i < rounds; i++)
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;
     return x;
+}
+
+/* ---- systems ------------------------------------------------------------- */
+
+/* kissing_spheres_default_options() with num_levels and num_threads set (0 threads = automatic). */
+static inline KissingSpheresOptions tu_options(int levels, int threads)
+{
+    KissingSpheresOptions o;
+    kissing_spheres_default_options(&o);
+    o.num_levels = levels;
+    o.num_threads = threads;
+    return o;
+}
+
+/* create_with_options(o) as one check "sys != NULL" at file:line; returns the system or NULL. */
+static inline KissingSpheresSystem *tu_create_opts_at(const char *file, int line, const KissingSpheresOptions *o)
+{
+    KissingSpheresSystem *sys = kissing_spheres_create_with_options(o);
+    tu_check(sys != NULL, file, line, "sys != NULL",
+             "create_with_options(levels=%d, spheres=%d, threads=%d, buffer_len=%lld, mailbox_capacity=%d, "
+             "pin_threads=%d): %s",
+             o->num_levels, o->num_spheres, o->num_threads, (long long)o->buffer_len, o->mailbox_capacity,
+             (int)o->pin_threads, tu_err());
+    return sys;
+}
+
+/* tu_options(levels, threads) created as by tu_create_opts_at. */
+static inline KissingSpheresSystem *tu_create_at(const char *file, int line, int levels, int threads)
+{
+    KissingSpheresOptions o = tu_options(levels, threads);
+    return tu_create_opts_at(file, line, &o);
+}
+
+/* tu_options(levels, 0) with reduction buffers of buffer_len floats, created as by tu_create_opts_at. */
+static inline KissingSpheresSystem *tu_create_buffers_at(const char *file, int line, int levels, int64_t buffer_len)
+{
+    KissingSpheresOptions o = tu_options(levels, 0);
+    o.buffer_len = buffer_len;
+    return tu_create_opts_at(file, line, &o);
+}
+
+/* kissing_spheres_create(levels) as one check "sys != NULL" at file:line; returns the system or NULL. */
+static inline KissingSpheresSystem *tu_create_levels_at(const char *file, int line, int levels)
+{
+    KissingSpheresSystem *sys = kissing_spheres_create(levels);
+    tu_check(sys != NULL, file, line, "sys != NULL", "create(%d): %s", levels, tu_err());
+    return sys;
+}
+
+/* tu_create_levels_at, then start, distribute_range(0, n), wait(10 s) and stop, one check each. */
+static inline KissingSpheresSystem *tu_create_and_run_at(const char *file, int line, int levels, uint64_t n)
+{
+    KissingSpheresSystem *sys = tu_create_levels_at(file, line, levels);
+    if (sys == NULL)
+        return NULL;
+    tu_check_eq_at(file, line, "kissing_spheres_start(sys) == KS_OK", kissing_spheres_start(sys), KS_OK);
+    tu_check_eq_at(file, line, "kissing_spheres_distribute_range(sys, 0, n) == KS_OK",
+                   kissing_spheres_distribute_range(sys, 0, n), KS_OK);
+    tu_check_eq_at(file, line, "kissing_spheres_wait(sys, 10000) == KS_OK", kissing_spheres_wait(sys, 10000), KS_OK);
+    tu_check_eq_at(file, line, "kissing_spheres_stop(sys) == KS_OK", kissing_spheres_stop(sys), KS_OK);
+    return sys;
+}
+
+#define tu_create_opts(o) tu_create_opts_at(__FILE__, __LINE__, (o))
+#define tu_create(levels, threads) tu_create_at(__FILE__, __LINE__, (levels), (threads))
+#define tu_create_buffers(levels, buffer_len) tu_create_buffers_at(__FILE__, __LINE__, (levels), (buffer_len))
+#define tu_create_levels(levels) tu_create_levels_at(__FILE__, __LINE__, (levels))
+#define tu_create_and_run(levels, n) tu_create_and_run_at(__FILE__, __LINE__, (levels), (n))
+
+/* ---- gate: a callback that blocks until the test lets it go -------------- */
+
+typedef struct {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    bool started; /* a thread has entered tu_gate_wait */
+    bool release; /* tu_gate_open was called */
+} TuGate;
+
+/* A closed gate that nobody waits at. */
+static inline void tu_gate_init(TuGate *g)
+{
+    pthread_mutex_init(&g->m, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->started = false;
+    g->release = false;
+}
+
+/* Frees the gate's mutex and condition variable. */
+static inline void tu_gate_destroy(TuGate *g)
+{
+    pthread_mutex_destroy(&g->m);
+    pthread_cond_destroy(&g->cv);
+}
+
+/* Waits until `*flag` is true or `ms` have passed; called with g->m held. */
+static inline void tu_gate_wait_flag(TuGate *g, const bool *flag, long ms)
+{
+    struct timespec dl = tu_deadline_ms(ms);
+    while (!*flag)
+        if (pthread_cond_timedwait(&g->cv, &g->m, &dl) == ETIMEDOUT)
+            break;
+}
+
+/* Marks the gate started, then blocks until tu_gate_open (at most `ms`). */
+static inline void tu_gate_wait(TuGate *g, long ms)
+{
+    pthread_mutex_lock(&g->m);
+    g->started = true;
+    pthread_cond_broadcast(&g->cv);
+    tu_gate_wait_flag(g, &g->release, ms);
+    pthread_mutex_unlock(&g->m);
+}
+
+/* Blocks until a thread has entered tu_gate_wait (at most `ms`). */
+static inline void tu_gate_wait_started(TuGate *g, long ms)
+{
+    pthread_mutex_lock(&g->m);
+    tu_gate_wait_flag(g, &g->started, ms);
+    pthread_mutex_unlock(&g->m);
+}
+
+/* Opens the gate: tu_gate_wait returns, now and later. */
+static inline void tu_gate_open(TuGate *g)
+{
+    pthread_mutex_lock(&g->m);
+    g->release = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->m);
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static double tu_start_time;
+
+/* A test main's first step: the watchdog, and the clock tu_finish reads. */
+static inline void tu_begin(unsigned watchdog_seconds)
+{
+    TU_WATCHDOG(watchdog_seconds);
+    tu_start_time = tu_now();
+}
+
+/* A test main's last step: prints "<name>: <seconds> s" and the summary; returns the exit code. */
+static inline int tu_finish(const char *name)
+{
+    printf("%s: %.2f s\n", name, tu_now() - tu_start_time);
+    return TU_SUMMARY();
 }
 
 #endif /* CLLM_C_TESTS_TEST_UTIL_H */

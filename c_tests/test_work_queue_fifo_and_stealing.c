@@ -108,8 +108,7 @@ static KissingSpheresSystem *make_system(int threads)
     CHECK_EQ_I64(kissing_spheres_default_options(&o), KS_OK);
     o.num_levels = 2;
     o.num_threads = threads;
-    KissingSpheresSystem *sys = kissing_spheres_create_with_options(&o);
-    CHECKF(sys != NULL, "create_with_options(threads=%d): %s", threads, tu_err());
+    KissingSpheresSystem *sys = tu_create_opts(&o);
     if (sys != NULL)
         CHECKF(kissing_spheres_worker_threads(sys) == threads, "worker_threads=%d, expected %d",
                kissing_spheres_worker_threads(sys), threads);
@@ -425,13 +424,11 @@ static void disabled_sphere_after_idle(void)
 
 int main(void)
 {
-    TU_WATCHDOG(60);
-    double t0 = tu_now();
+    tu_begin(60);
     fifo_single_worker();
     for (int round = 0; round < 5; round++)
         stealing_newest_first();
     stealing_disabled();
     disabled_sphere_after_idle();
-    printf("test_work_queue_fifo_and_stealing: %.2f s\n", tu_now() - t0);
-    return TU_SUMMARY();
+    return tu_finish("test_work_queue_fifo_and_stealing");
 }
