@@ -27,9 +27,10 @@ const CHUNKS_PER_WORKER: usize = 16;
 /// item time: long enough to amortise a queue lock, short enough that
 /// expensive items stay within reach of idle workers.
 const TARGET_PIECE_NS: f64 = 50_000.0;
-/// Rounds of exponential spinning (a few microseconds in all) before an
-/// idle worker parks.
-const SPIN_ROUNDS: u32 = 10;
+/// Rounds of exponential spinning (63 pause instructions, a microsecond or
+/// two) before an idle worker parks: enough to catch work that follows at
+/// once, short enough not to keep a shared CPU from the producer.
+const SPIN_ROUNDS: u32 = 6;
 /// Most items one call may queue (and may be pending at once), so that
 /// counts stay exact in an `int64_t`.
 const MAX_PENDING: u64 = i64::MAX as u64;
@@ -823,10 +824,16 @@ impl Shared {
     /// Queues `chunk` on `sphere`. The counters go up before the chunk is
     /// visible, so a worker taking it at once can never count it out first.
     fn push(&self, sphere: usize, chunk: Chunk) {
+        self.push_quietly(sphere, chunk);
+        self.wake_for(sphere);
+    }
+
+    /// [`Shared::push`] without waking anyone: for a worker queueing work
+    /// it is about to take itself.
+    fn push_quietly(&self, sphere: usize, chunk: Chunk) {
         self.owned_queued[self.owner[sphere]].fetch_add(1, Ordering::AcqRel);
         self.queued_chunks.fetch_add(1, Ordering::SeqCst);
         self.spheres[sphere].queue.push(chunk);
-        self.wake_for(sphere);
     }
 
     /// Wakes a worker that can take work queued on `sphere`: when thieves
@@ -948,9 +955,11 @@ impl Shared {
                 self.spheres[plan.home].counters.stolen_to.fetch_add(stolen.items as u64, Ordering::Relaxed);
                 // Stolen work goes to the thief's home, newest first, so it
                 // is taken in pieces like any other and stays stealable.
-                // Arrivals are counted before the departures.
+                // Arrivals are counted before the departures. No wake-up
+                // here: the thief takes the first piece itself, and `took`
+                // wakes a helper only if something is left after it.
                 for c in stolen.chunks {
-                    self.push(plan.home, c);
+                    self.push_quietly(plan.home, c);
                 }
                 self.took(victim, removed);
                 let (c, removed) = self.spheres[plan.home].queue.pop_front(limit)?;
