@@ -327,7 +327,9 @@ pub unsafe extern "C" fn kissing_spheres_start(system: *mut KissingSpheresSystem
 }
 
 /// Stops the workers after they have processed every queued item (items
-/// queued by callbacks during the drain too). -1 when NULL, not running, or
+/// queued by callbacks during the drain too). Items other threads distribute
+/// while the stop is in progress either run or stay queued for the next
+/// start (`kissing_spheres_pending` tells). -1 when NULL, not running, or
 /// called from one of the system's own callbacks.
 ///
 /// # Safety

@@ -150,6 +150,9 @@ struct Shared {
     /// Set when a failed start tears down the workers it had started: they
     /// exit at once and leave the queues as they are.
     abort: AtomicBool,
+    /// Set during a stop once no item was queued or running: from then on
+    /// every worker leaves, and work queued later waits for the next start.
+    drained: AtomicBool,
     /// Whether workers run. Written only under the control lock; read
     /// without it (callbacks during a stop, `wait`, `is_running`).
     running: AtomicBool,
@@ -244,6 +247,7 @@ impl SphereSystem {
             lifecycle: AtomicUsize::new(SphereState::Initializing as usize),
             shutdown: AtomicBool::new(false),
             abort: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             running: AtomicBool::new(false),
             done_lock: Mutex::new(()),
             done: Condvar::new(),
@@ -380,11 +384,14 @@ impl SphereSystem {
             let _ = h.join();
         }
         sh.shutdown.store(false, Ordering::SeqCst);
+        sh.drained.store(false, Ordering::SeqCst);
     }
 
     /// Stops the workers after they have drained every queued item (work
-    /// queued by callbacks during the drain included). Fails when not
-    /// running or when called from one of this system's workers.
+    /// queued by callbacks during the drain included). Items that other
+    /// threads distribute while the stop is in progress either run or stay
+    /// queued for the next start ([`SphereSystem::pending`] tells). Fails
+    /// when not running or when called from one of this system's workers.
     pub fn stop(&self) -> Result<()> {
         if self.current_worker().is_some() {
             return Err(Error::WrongState("stop called from a worker of this system".into()));
@@ -916,12 +923,29 @@ impl Shared {
         }
     }
 
-    /// Whether a worker may leave: on abort at once; on shutdown once no
-    /// item is queued or running anywhere (a running callback could still
-    /// queue work that only this worker may take).
+    /// Whether a worker may leave: on abort at once; on shutdown once the
+    /// drain is complete, i.e. once no item was queued or running anywhere
+    /// (before that, a running callback could still queue work that only
+    /// this worker may take). The first worker to see the drain complete
+    /// makes it final for this stop and wakes the others, so that work
+    /// distributed by other threads afterwards waits for the next start
+    /// instead of keeping some workers alive without their peers.
     fn may_exit(&self) -> bool {
-        self.abort.load(Ordering::SeqCst)
-            || (self.shutdown.load(Ordering::SeqCst) && self.pending_items.load(Ordering::SeqCst) == 0)
+        if self.abort.load(Ordering::SeqCst) {
+            return true;
+        }
+        if !self.shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        if self.drained.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self.pending_items.load(Ordering::SeqCst) == 0 {
+            self.drained.store(true, Ordering::SeqCst);
+            self.wake_all();
+            return true;
+        }
+        false
     }
 
     /// Next piece for worker `w`, at most `limit` items: its home, then the
