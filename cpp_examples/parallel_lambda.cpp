@@ -50,9 +50,12 @@ class SphereSystem {
     // Any callable taking (uint64_t item, int sphere_id). Only while stopped.
     template <class F>
     void on_item(F&& f) {
-        callback_ = std::forward<F>(f);
+        // Workers may be calling the current callback: replace it only once
+        // the library has accepted the change (it refuses while running).
+        Callback next(std::forward<F>(f));
         check(kissing_spheres_set_work_callback(sys_, &SphereSystem::trampoline, this),
               "kissing_spheres_set_work_callback");
+        callback_ = std::move(next);
     }
 
     void start() { check(kissing_spheres_start(sys_), "kissing_spheres_start"); }
