@@ -254,7 +254,9 @@ struct KissingSpheresSystem *kissing_spheres_create_with_options(const struct Ki
 int kissing_spheres_hierarchy_levels(int num_threads);
 
 // Starts the worker threads; work queued before start begins to run.
-// -1 when NULL or already running.
+// -1 when NULL, already running, called from one of the system's own
+// callbacks, or when the OS refuses a thread (then nothing has run and the
+// queues are as they were).
 //
 // # Safety
 // `system` must be NULL or a live handle.
@@ -301,7 +303,9 @@ int kissing_spheres_distribute_range(struct KissingSpheresSystem *system,
                                      uint64_t count);
 
 // Queues items on one sphere directly, one queue entry per item: its
-// owner runs them oldest first, a thief takes the newest. -1 on a bad id.
+// owner runs them oldest first, a thief takes the newest. -1 on a bad id,
+// NULL items with `num_items` > 0, a negative count, more entries than fit
+// in memory, or a pending total beyond INT64_MAX.
 //
 // # Safety
 // `items` must be valid for `num_items` reads.

@@ -530,3 +530,125 @@ fn wait_reports_work_left_by_a_concurrent_stop() {
     assert!(matches!(sys.wait(None), Err(Error::WrongState(_))));
     sys.cancel_pending();
 }
+
+#[test]
+fn reopening_a_sphere_lets_a_parked_thief_take_its_work() {
+    // Item A (run by the owner) waits for item B on the same closed sphere;
+    // only re-opening the sphere lets the other worker run B.
+    let sys = Arc::new(system(Shape::Levels(2), 2));
+    let sphere = (1..=12).find(|&s| sys.sphere_owner(s) == Some(0)).unwrap();
+    sys.set_stealing(sphere, false).unwrap();
+    let b_done = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let a_started = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let (bd, ast) = (Arc::clone(&b_done), Arc::clone(&a_started));
+    sys.set_work_fn(Some(Arc::new(move |item, _| {
+        if item == 1 {
+            *ast.0.lock().unwrap() = true;
+            ast.1.notify_all();
+            let g = bd.0.lock().unwrap();
+            let _ = bd.1.wait_timeout_while(g, Duration::from_secs(20), |done| !*done).unwrap();
+        } else {
+            *bd.0.lock().unwrap() = true;
+            bd.1.notify_all();
+        }
+    })))
+    .unwrap();
+    sys.enqueue(sphere, &[1, 2]).unwrap();
+    sys.start().unwrap();
+    {
+        let g = a_started.0.lock().unwrap();
+        let _ = a_started.1.wait_timeout_while(g, Duration::from_secs(20), |s| !*s).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    sys.set_stealing(sphere, true).unwrap();
+    assert!(sys.wait(Some(Duration::from_secs(30))).unwrap());
+    assert!(t0.elapsed() < Duration::from_secs(10), "B ran only after A gave up waiting");
+    sys.stop().unwrap();
+}
+
+#[test]
+fn a_closed_shared_home_is_drained_by_its_owner_only() {
+    // 13 workers on 12 leaves: worker 12 owns no leaf and lives at sphere 1,
+    // which worker 0 owns. Closed, sphere 1 must be run by worker 0 alone.
+    let sys = Arc::new(system(Shape::Levels(2), 13));
+    assert_eq!(sys.worker_home(12), Some(1));
+    let owner = sys.sphere_owner(1).unwrap();
+    sys.set_stealing(1, false).unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (l, weak) = (Arc::clone(&log), Arc::downgrade(&sys));
+    sys.set_work_fn(Some(Arc::new(move |item, _| {
+        let w = weak.upgrade().unwrap().current_worker_index().unwrap();
+        l.lock().unwrap().push((item, w));
+    })))
+    .unwrap();
+    let items: Vec<u64> = (0..25).collect();
+    sys.enqueue(1, &items).unwrap();
+    sys.start().unwrap();
+    assert!(sys.wait(Some(Duration::from_secs(30))).unwrap());
+    sys.stop().unwrap();
+    let log = log.lock().unwrap();
+    assert!(log.iter().all(|&(_, w)| w == owner), "{log:?}");
+    assert_eq!(log.iter().map(|&(i, _)| i).collect::<Vec<_>>(), items, "FIFO");
+}
+
+#[test]
+fn the_last_handle_may_be_dropped_inside_a_callback() {
+    let done = Arc::new(AtomicU64::new(0));
+    let sys = Arc::new(system(Shape::Levels(2), 2));
+    let holder: Arc<Mutex<Option<Arc<SphereSystem>>>> = Arc::new(Mutex::new(None));
+    let (d, h) = (Arc::clone(&done), Arc::clone(&holder));
+    sys.set_work_fn(Some(Arc::new(move |item, _| {
+        if item == 0 {
+            // Drops the only remaining handle, from a worker.
+            drop(h.lock().unwrap().take());
+        }
+        d.fetch_add(1, Ordering::SeqCst);
+    })))
+    .unwrap();
+    *holder.lock().unwrap() = Some(Arc::clone(&sys));
+    sys.enqueue(1, &[0]).unwrap();
+    sys.distribute_range(1, 99).unwrap();
+    sys.start().unwrap();
+    drop(sys);
+    // The workers finish everything and leave on their own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while done.load(Ordering::SeqCst) < 100 {
+        assert!(std::time::Instant::now() < deadline, "items lost after the drop");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_panic_payload_that_panics_when_dropped_is_contained() {
+    struct Nasty;
+    impl Drop for Nasty {
+        fn drop(&mut self) {
+            panic!("payload drop");
+        }
+    }
+    let sys = system(Shape::Levels(1), 1);
+    sys.set_work_fn(Some(Arc::new(|item, _| {
+        if item == 3 {
+            std::panic::panic_any(Nasty);
+        }
+    })))
+    .unwrap();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    sys.start().unwrap();
+    sys.distribute_range(0, 10).unwrap();
+    let finished = sys.wait(Some(Duration::from_secs(30)));
+    std::panic::set_hook(hook);
+    assert!(finished.unwrap());
+    assert_eq!(sys.summary().failed_items, 1);
+    assert_eq!(sys.summary().items_processed, 10);
+    sys.stop().unwrap();
+}
+
+#[test]
+fn unbounded_timeouts_do_not_overflow() {
+    let sys = system(Shape::Levels(3), 1);
+    sys.send(MessageKind::WorkOffer, Priority::Low, 13, 1, [7, 0, 0, 0]).unwrap();
+    assert_eq!(sys.receive(1, Some(Duration::MAX)).unwrap().payload[0], 7);
+    assert!(sys.wait(Some(Duration::MAX)).unwrap());
+}

@@ -73,7 +73,12 @@ impl Chunk {
 
     /// Cuts off and returns the newest (last) half, rounded up.
     fn split_back_half(&mut self) -> Chunk {
-        let mid = self.start + self.len() / 2;
+        self.split_back(self.len().div_ceil(2))
+    }
+
+    /// Cuts off and returns the last `n` items (all when `n ≥ len`).
+    fn split_back(&mut self, n: usize) -> Chunk {
+        let mid = self.end - n.min(self.len());
         let back = Chunk::new(self.items.clone(), mid, self.end);
         self.end = mid;
         back
@@ -173,27 +178,37 @@ impl WorkQueue {
         Some((piece, removed))
     }
 
-    /// Thief side: the newest work. Takes up to half of the chunks when
-    /// there are many, or the newest half of a lone large chunk. Returns the
+    /// Thief side: the newest work. `None` (batch): up to half of the
+    /// chunks when there are many, else the newest half of a lone chunk,
+    /// else the newest chunk. `Some(limit)`: one piece of at most `limit`
+    /// items from the newest end (at most half of a lone chunk). Returns the
     /// stolen work newest first and how many chunks left the queue.
-    pub(crate) fn steal(&self) -> Option<(Stolen, usize)> {
+    pub(crate) fn steal(&self, limit: Option<usize>) -> Option<(Stolen, usize)> {
         if self.chunk_count() == 0 || !self.stealing_enabled() {
             return None;
         }
         let mut q = self.deque.lock();
         let len = q.len();
-        let (chunks, removed) = match len {
-            0 => return None,
-            1 if q[0].len() > 1 => (vec![q[0].split_back_half()], 0),
-            n if n >= BATCH_STEAL_THRESHOLD => {
-                let take = (n / 2).min(MAX_BATCH_STEAL);
-                let mut v: Vec<Chunk> = Vec::with_capacity(take);
-                for _ in 0..take {
-                    v.extend(q.pop_back());
+        let newest = q.back()?.len();
+        // The most a thief may take from the newest chunk: half of it when it
+        // is the only one (the owner keeps the older half), all otherwise.
+        let cap = if len == 1 { newest.div_ceil(2) } else { newest };
+        let (chunks, removed) = match limit {
+            Some(limit) => {
+                let take = cap.min(limit.max(1));
+                if take == newest {
+                    (q.pop_back().into_iter().collect(), 1)
+                } else {
+                    (vec![q.back_mut()?.split_back(take)], 0)
                 }
+            }
+            None if len == 1 && newest > 1 => (vec![q[0].split_back_half()], 0),
+            None if len >= BATCH_STEAL_THRESHOLD => {
+                let take = (len / 2).min(MAX_BATCH_STEAL);
+                let v: Vec<Chunk> = (0..take).filter_map(|_| q.pop_back()).collect();
                 (v, take)
             }
-            _ => (q.pop_back().into_iter().collect(), 1),
+            None => (q.pop_back().into_iter().collect(), 1),
         };
         let items = chunks.iter().map(Chunk::len).sum();
         self.items.fetch_sub(items, Ordering::Relaxed);
@@ -243,7 +258,7 @@ mod tests {
         for v in 1..=3 {
             q.push(single(v));
         }
-        let (s, removed) = q.steal().unwrap();
+        let (s, removed) = q.steal(None).unwrap();
         assert_eq!(removed, 1);
         assert_eq!(values(&s.chunks[0]), vec![3]);
         assert_eq!(values(&q.pop_front(MAX_PIECE).unwrap().0), vec![1]);
@@ -255,7 +270,7 @@ mod tests {
         for v in 1..=8 {
             q.push(single(v));
         }
-        let (s, removed) = q.steal().unwrap();
+        let (s, removed) = q.steal(None).unwrap();
         assert_eq!(removed, 4);
         let got: Vec<u64> = s.chunks.iter().flat_map(values).collect();
         assert_eq!(got, vec![8, 7, 6, 5]);
@@ -266,7 +281,7 @@ mod tests {
     fn large_chunk_is_split_not_handed_whole() {
         let q = WorkQueue::default();
         q.push(Chunk::new(Items::Range(0), 0, 4 * MIN_PIECE));
-        let (s, removed) = q.steal().unwrap();
+        let (s, removed) = q.steal(None).unwrap();
         assert_eq!(removed, 0);
         let stolen = values(&s.chunks[0]);
         assert_eq!(stolen.first(), Some(&(2 * MIN_PIECE as u64)), "thief takes the newest half");
@@ -292,7 +307,7 @@ mod tests {
         let q = WorkQueue::default();
         q.push(single(1));
         q.set_stealing(false);
-        assert!(q.steal().is_none());
+        assert!(q.steal(None).is_none());
         assert!(q.pop_front(MAX_PIECE).is_some());
     }
 
@@ -302,8 +317,37 @@ mod tests {
         q.push(Chunk::new(Items::Range(0), 0, 8));
         let (piece, removed) = q.pop_front(1).unwrap();
         assert_eq!((piece.len(), removed), (1, 0));
-        let (stolen, removed) = q.steal().unwrap();
+        let (stolen, removed) = q.steal(None).unwrap();
         assert_eq!(removed, 0);
         assert_eq!(stolen.items, 4, "the newest half of the 7 left, rounded up");
+    }
+}
+
+#[cfg(test)]
+mod bounded_steal_tests {
+    use super::*;
+
+    #[test]
+    fn bounded_steal_takes_only_the_newest_items() {
+        let q = WorkQueue::default();
+        q.push(Chunk::new(Items::Range(0), 0, 100));
+        q.push(Chunk::new(Items::Range(1000), 0, 100));
+        let (s, removed) = q.steal(Some(10)).unwrap();
+        assert_eq!(removed, 0);
+        assert_eq!(s.items, 10);
+        let mut got = Vec::new();
+        s.chunks[0].for_each(|v| got.push(v));
+        assert_eq!(got, (1090..1100).collect::<Vec<_>>());
+        assert_eq!(q.item_count(), 190);
+    }
+
+    #[test]
+    fn bounded_steal_of_a_lone_chunk_takes_at_most_half() {
+        let q = WorkQueue::default();
+        q.push(Chunk::new(Items::Range(0), 0, 9));
+        let (s, _) = q.steal(Some(100)).unwrap();
+        assert_eq!(s.items, 5);
+        let (s, _) = q.steal(Some(1)).unwrap();
+        assert_eq!(s.items, 1);
     }
 }

@@ -165,6 +165,12 @@ struct Shared {
     failed_items: AtomicU64,
     /// Recycled memory for copies of distributed arrays.
     buffers: Arc<BufPool>,
+    /// Memory this process may use, read once at creation (bounds enqueue).
+    memory_limit: u64,
+    /// Closed until every worker of a start has been spawned, so that a
+    /// start that fails half-way runs nothing.
+    start_gate: Mutex<bool>,
+    gate_opened: Condvar,
 }
 
 /// What only start and stop touch, under one lock so they never overlap.
@@ -199,7 +205,8 @@ impl SphereSystem {
         if buffer_bytes > (isize::MAX as u128) / 2 {
             return Err(invalid!("reduction buffers of {} floats per sphere are too large", options.buffer_len));
         }
-        let memory = crate::sys::memory_limit_bytes();
+        let memory_limit = crate::sys::memory_limit_bytes();
+        let memory = memory_limit;
         if buffer_bytes > memory as u128 {
             return Err(Error::System(format!(
                 "reduction buffers need {buffer_bytes} bytes ({} spheres x {} floats); this process may use {memory}",
@@ -257,6 +264,9 @@ impl SphereSystem {
             pin_threads: options.pin_threads,
             failed_items: AtomicU64::new(0),
             buffers: Arc::new(BufPool::default()),
+            memory_limit,
+            start_gate: Mutex::new(false),
+            gate_opened: Condvar::new(),
             hierarchy,
         };
         Ok(SphereSystem { shared: Arc::new(shared), control: Mutex::new(Control { threads: Vec::new() }) })
@@ -361,7 +371,11 @@ impl SphereSystem {
                     // Leave nothing behind: the workers already started exit
                     // at once without running anything, the queues stay
                     // intact for a later start.
-                    sh.abort.store(true, Ordering::SeqCst);
+                    {
+                        let _g = sh.start_gate.lock();
+                        sh.abort.store(true, Ordering::SeqCst);
+                        sh.gate_opened.notify_all();
+                    }
                     Self::shutdown_threads(sh, &mut ctl);
                     sh.abort.store(false, Ordering::SeqCst);
                     sh.lifecycle.store(SphereState::Initializing as usize, Ordering::SeqCst);
@@ -369,6 +383,9 @@ impl SphereSystem {
                 }
             }
         }
+        // Every worker exists: let them begin.
+        *sh.start_gate.lock() = true;
+        sh.gate_opened.notify_all();
         sh.running.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -385,6 +402,7 @@ impl SphereSystem {
         }
         sh.shutdown.store(false, Ordering::SeqCst);
         sh.drained.store(false, Ordering::SeqCst);
+        *sh.start_gate.lock() = false;
     }
 
     /// Stops the workers after they have drained every queued item (work
@@ -482,7 +500,7 @@ impl SphereSystem {
         // One queue entry per item: refuse what could not fit in memory
         // rather than abort half-way.
         let bytes = (items.len() as u128) * (2 * std::mem::size_of::<Chunk>() as u128);
-        if bytes > crate::sys::memory_limit_bytes() as u128 / 2 {
+        if bytes > self.shared.memory_limit as u128 / 2 {
             return Err(invalid!("{} single-item entries would not fit in memory; use distribute", items.len()));
         }
         self.shared.add_pending(items.len() as u64)?;
@@ -498,10 +516,14 @@ impl SphereSystem {
         let sh = &self.shared;
         sh.spheres[sphere].queue.set_stealing(enabled);
         // Work already queued may have woken a thief that now may not take
-        // it: make sure the owner looks at it.
+        // it (closing), or parked thieves may now take it (opening).
         fence(Ordering::SeqCst);
-        if !enabled && sh.spheres[sphere].queue.chunk_count() > 0 {
-            sh.wake_worker(sh.owner[sphere]);
+        if sh.spheres[sphere].queue.chunk_count() > 0 {
+            if enabled {
+                sh.wake_for(sphere);
+            } else {
+                sh.wake_worker(sh.owner[sphere]);
+            }
         }
         Ok(())
     }
@@ -529,7 +551,7 @@ impl SphereSystem {
         if sh.pending_items.load(Ordering::SeqCst) == 0 {
             return Ok(true);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         let mut g = sh.done_lock.lock();
         while sh.pending_items.load(Ordering::SeqCst) != 0 {
             // `stop` clears `running` after its drain and then notifies, so
@@ -652,7 +674,7 @@ impl SphereSystem {
         let s = &self.shared.spheres[sphere];
         let m = s
             .mailbox
-            .pop(timeout.map(|t| Instant::now() + t))
+            .pop(deadline_after(timeout))
             .ok_or_else(|| Error::Timeout(format!("no message for sphere {sphere} in time")))?;
         s.counters.messages_received.fetch_add(1, Ordering::Relaxed);
         Ok(m)
@@ -750,7 +772,7 @@ impl SphereSystem {
     fn wait_barrier(&self, w: usize, b: &TimedBarrier, timeout: Option<Duration>) -> Result<u64> {
         let home = &self.shared.spheres[self.shared.plans[w].home];
         home.waiting.fetch_add(1, Ordering::Relaxed);
-        let r = b.wait(timeout.map(|t| Instant::now() + t));
+        let r = b.wait(deadline_after(timeout));
         home.waiting.fetch_sub(1, Ordering::Relaxed);
         r
     }
@@ -763,12 +785,27 @@ impl SphereSystem {
 
 impl Drop for SphereSystem {
     fn drop(&mut self) {
+        if self.current_worker().is_some() {
+            // The last handle went away inside one of our own callbacks: a
+            // worker cannot join itself. Ask all to finish the work and
+            // leave, and let them go (they keep the shared state alive).
+            self.shared.shutdown.store(true, Ordering::SeqCst);
+            self.shared.wake_all();
+            self.control.lock().threads.clear();
+            return;
+        }
         let mut ctl = self.control.lock();
         if self.shared.running.load(Ordering::SeqCst) {
             Self::shutdown_threads(&self.shared, &mut ctl);
             self.shared.running.store(false, Ordering::SeqCst);
         }
     }
+}
+
+/// `now + timeout`, or no deadline when there is no timeout or the sum is
+/// beyond what `Instant` can represent (e.g. `Duration::MAX`).
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 /// Leaves ordered so that consecutive chunks land in different groups:
@@ -811,7 +848,7 @@ fn plan_workers(h: &Hierarchy, workers: usize) -> (Vec<usize>, Vec<WorkerPlan>) 
                     0
                 }
             });
-            let mut steal_order: Vec<usize> = (0..h.len()).filter(|&s| owner[s] != w).collect();
+            let mut steal_order: Vec<usize> = (0..h.len()).filter(|&s| owner[s] != w && s != home).collect();
             steal_order.sort_by_key(|&s| (h.distance(home, s), s));
             WorkerPlan { home, owned, steal_order }
         })
@@ -955,9 +992,15 @@ impl Shared {
         let plan = &self.plans[w];
         let limit = worker.limit();
         let cursor = &mut worker.cursor;
-        if let Some((c, removed)) = self.spheres[plan.home].queue.pop_front(limit) {
-            self.took(plan.home, removed);
-            return Some((plan.home, c));
+        let home = &self.spheres[plan.home].queue;
+        // A home owned by another worker (more workers than leaves) is only
+        // shared while it is open to thieves.
+        let home_is_mine = self.owner[plan.home] == w;
+        if home_is_mine || home.stealing_enabled() {
+            if let Some((c, removed)) = home.pop_front(limit) {
+                self.took(plan.home, removed);
+                return Some((plan.home, c));
+            }
         }
         if self.owned_queued[w].load(Ordering::Acquire) > 0 {
             let n = plan.owned.len();
@@ -973,12 +1016,20 @@ impl Shared {
         if self.queued_chunks.load(Ordering::SeqCst) == 0 {
             return None;
         }
+        // Several chunks at once only where the extra ones stay reachable:
+        // at a home this worker owns and others may steal from.
+        let batch = home_is_mine && home.stealing_enabled();
         for &victim in &plan.steal_order {
-            if let Some((stolen, removed)) = self.spheres[victim].queue.steal() {
+            if let Some((stolen, removed)) = self.spheres[victim].queue.steal(if batch { None } else { Some(limit) }) {
                 self.spheres[victim].counters.stolen_from.fetch_add(stolen.items as u64, Ordering::Relaxed);
                 self.spheres[plan.home].counters.stolen_to.fetch_add(stolen.items as u64, Ordering::Relaxed);
-                // Stolen work goes to the thief's home, newest first, so it
-                // is taken in pieces like any other and stays stealable.
+                if !batch {
+                    // One piece within the limit: run it as it is.
+                    self.took(victim, removed);
+                    return stolen.chunks.into_iter().next().map(|c| (plan.home, c));
+                }
+                // A batch goes to the thief's home, newest first, so it is
+                // taken in pieces like any other and stays stealable.
                 // Arrivals are counted before the departures. No wake-up
                 // here: the thief takes the first piece itself, and `took`
                 // wakes a helper only if something is left after it.
@@ -986,7 +1037,7 @@ impl Shared {
                     self.push_quietly(plan.home, c);
                 }
                 self.took(victim, removed);
-                let (c, removed) = self.spheres[plan.home].queue.pop_front(limit)?;
+                let (c, removed) = home.pop_front(limit)?;
                 self.took(plan.home, removed);
                 return Some((plan.home, c));
             }
@@ -1013,8 +1064,13 @@ impl Shared {
                         f(item, sphere);
                     })
                 }));
-                if run.is_err() {
+                if let Err(payload) = run {
                     failed += 1;
+                    // A payload whose own drop panics must not take the
+                    // worker down: drop it under a guard, else leak it.
+                    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                        std::mem::forget(again);
+                    }
                 }
             }
         }
@@ -1035,6 +1091,12 @@ impl Shared {
         if let Some(cpu) = cpu {
             // Pinning is a placement hint; an unpinned worker still works.
             crate::sys::pin_current_thread(cpu);
+        }
+        {
+            let mut open = self.start_gate.lock();
+            while !*open && !self.abort.load(Ordering::SeqCst) {
+                self.gate_opened.wait(&mut open);
+            }
         }
         let mut worker = WorkerState { cursor: 0, ns_per_item: TARGET_PIECE_NS / 4.0 };
         loop {
