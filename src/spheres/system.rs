@@ -480,6 +480,7 @@ impl SphereSystem {
         sh.add_pending(n as u64)?;
         let first = sh.spread_cursor.fetch_add(bounds.len(), Ordering::Relaxed);
         let mut buffers = buffers.into_iter();
+        let mut filled = Vec::with_capacity(bounds.len());
         for (i, &(a, b)) in bounds.iter().enumerate() {
             let chunk = match source {
                 Source::Copy(items) => match buffers.next().flatten() {
@@ -488,7 +489,19 @@ impl SphereSystem {
                 },
                 Source::Range(first) => Chunk::new(Items::Range(first), a, b),
             };
-            sh.push(sh.spread[(first + i) % sh.spread.len()], chunk);
+            let sphere = sh.spread[(first + i) % sh.spread.len()];
+            sh.push_quietly(sphere, chunk);
+            // While more chunks are coming, wake only workers on other CPUs:
+            // one woken on this CPU would preempt the copying producer.
+            if i + 1 < bounds.len() {
+                sh.wake_elsewhere(sphere);
+            }
+            filled.push(sphere);
+        }
+        // Now every sphere that received work gets its usual wake-up (the
+        // owner of a closed one included), this CPU's worker first.
+        for sphere in filled {
+            sh.wake_for(sphere);
         }
         Ok(())
     }
@@ -907,6 +920,24 @@ impl Shared {
     fn wake_on_this_cpu(&self) -> bool {
         let Some(cpu) = crate::sys::current_cpu() else { return false };
         (0..self.slots.len()).any(|w| self.slots[w].last_cpu.load(Ordering::Relaxed) == cpu && self.wake_worker(w))
+    }
+
+    /// Like [`Shared::wake_for`] but only workers that last parked on
+    /// another CPU than the caller's; does nothing when there is none.
+    fn wake_elsewhere(&self, sphere: usize) {
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let here = crate::sys::current_cpu();
+        let elsewhere = |w: usize| here != Some(self.slots[w].last_cpu.load(Ordering::Relaxed));
+        let owner = self.owner[sphere];
+        if elsewhere(owner) && self.wake_worker(owner) {
+            return;
+        }
+        if self.spheres[sphere].queue.stealing_enabled() {
+            let _ = (0..self.slots.len()).any(|w| elsewhere(w) && self.wake_worker(w));
+        }
     }
 
     /// Wakes one parked worker, if any; returns whether it woke one.
