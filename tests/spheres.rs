@@ -17,6 +17,18 @@ fn counting(counters: &Arc<Vec<AtomicU32>>) -> WorkFn {
     })
 }
 
+/// A stopped system whose callback only counts the items it runs.
+fn counting_runs(shape: Shape, threads: usize) -> (SphereSystem, Arc<AtomicU64>) {
+    let runs = Arc::new(AtomicU64::new(0));
+    let sys = system(shape, threads);
+    let r = Arc::clone(&runs);
+    sys.set_work_fn(Some(Arc::new(move |_, _| {
+        r.fetch_add(1, Ordering::Relaxed);
+    })))
+    .unwrap();
+    (sys, runs)
+}
+
 fn all_exactly_once(counters: &[AtomicU32]) -> bool {
     counters.iter().all(|c| c.load(Ordering::Relaxed) == 1)
 }
@@ -103,13 +115,7 @@ fn work_queued_before_start_runs_on_start_and_stop_drains() {
 
 #[test]
 fn cancel_reports_what_never_ran() {
-    let ran = Arc::new(AtomicU64::new(0));
-    let sys = system(Shape::Levels(2), 2);
-    let r = Arc::clone(&ran);
-    sys.set_work_fn(Some(Arc::new(move |_, _| {
-        r.fetch_add(1, Ordering::Relaxed);
-    })))
-    .unwrap();
+    let (sys, ran) = counting_runs(Shape::Levels(2), 2);
     sys.distribute_range(0, 10_000).unwrap();
     assert_eq!(sys.cancel_pending(), 10_000);
     assert_eq!(sys.pending(), 0);
@@ -132,13 +138,7 @@ fn start_stop_in_any_order_and_repetition() {
         assert_eq!(sys.pending(), 0);
     }
     // Dropping a running system with queued work drains it.
-    let count = Arc::new(AtomicU64::new(0));
-    let sys = system(Shape::Levels(2), 2);
-    let c = Arc::clone(&count);
-    sys.set_work_fn(Some(Arc::new(move |_, _| {
-        c.fetch_add(1, Ordering::Relaxed);
-    })))
-    .unwrap();
+    let (sys, count) = counting_runs(Shape::Levels(2), 2);
     sys.start().unwrap();
     sys.distribute_range(0, 100_000).unwrap();
     drop(sys);
