@@ -52,6 +52,10 @@ int main(void)
     printf("skipped under AddressSanitizer: RLIMIT_AS cannot be lowered\n");
     return tu_finish("test_failed_start");
 #else
+    /* Worker stacks are 2 MiB unless RUST_MIN_STACK says otherwise; fix it
+     * before the library creates its first thread, so that the limit below
+     * means the same on every machine. */
+    setenv("RUST_MIN_STACK", "2097152", 1);
     KissingSpheresOptions o = tu_options(2, THREADS);
     KissingSpheresSystem *sys = tu_create_opts(&o);
     if (sys == NULL)
@@ -60,7 +64,7 @@ int main(void)
     CHECK_EQ_I64(kissing_spheres_distribute_range(sys, 0, ITEMS), KS_OK);
     int threads_before = tu_os_thread_count();
 
-    /* Room for a few more 8 MiB thread stacks, not for 16. */
+    /* Room for about a dozen more 2 MiB thread stacks, not for 16. */
     struct rlimit old;
     CHECK(getrlimit(RLIMIT_AS, &old) == 0);
     long long used = mapped_bytes();
