@@ -93,10 +93,13 @@ if(CMAKE_C_COMPILER_ID MATCHES "GNU|Clang" AND CMAKE_CXX_COMPILER_ID MATCHES "GN
     add_test(NAME header_c_${_id}
       COMMAND "${CMAKE_C_COMPILER}" -x c -std=c11 ${_cllm_warnings} -pedantic
               "-I${CLLM_INCLUDE_DIR}" -fsyntax-only "${_cllm_hdr_dir}/${_id}.c")
-    add_test(NAME header_cxx_${_id}
-      COMMAND "${CMAKE_CXX_COMPILER}" -x c++ -std=c++17 ${_cllm_warnings} -pedantic
-              "-I${CLLM_INCLUDE_DIR}" -fsyntax-only "${_cllm_hdr_dir}/${_id}.cpp")
-    set_tests_properties(header_c_${_id} header_cxx_${_id} PROPERTIES TIMEOUT 60)
+    foreach(_std 17 20)
+      add_test(NAME header_cxx${_std}_${_id}
+        COMMAND "${CMAKE_CXX_COMPILER}" -x c++ -std=c++${_std} ${_cllm_warnings} -pedantic
+                "-I${CLLM_INCLUDE_DIR}" -fsyntax-only "${_cllm_hdr_dir}/${_id}.cpp")
+      set_tests_properties(header_cxx${_std}_${_id} PROPERTIES TIMEOUT 60)
+    endforeach()
+    set_tests_properties(header_c_${_id} PROPERTIES TIMEOUT 60)
   endforeach()
 else()
   message(STATUS "cllm: header self-containment tests need GCC or Clang; skipped")
