@@ -154,6 +154,13 @@ impl Hierarchy {
         }
     }
 
+    /// Whether `a` and `b` are parent and child (either way) or siblings:
+    /// the pairs allowed to exchange messages.
+    pub fn are_neighbours(&self, a: usize, b: usize) -> bool {
+        let parent = |s: usize| self.node(s).and_then(|n| n.parent);
+        parent(a) == Some(b) || parent(b) == Some(a) || (a != b && parent(a).is_some() && parent(a) == parent(b))
+    }
+
     /// Spheres with no children: where distributed work lands.
     pub fn leaves(&self) -> Vec<usize> {
         self.nodes.iter().filter(|n| n.children.is_empty()).map(|n| n.id).collect()
@@ -224,6 +231,8 @@ mod tests {
         assert_eq!(h.siblings(14).len(), 11);
         assert_eq!(h.distance(13, 14), 2);
         assert_eq!(h.distance(157, 169), 4);
+        assert!(h.are_neighbours(13, 1) && h.are_neighbours(1, 13) && h.are_neighbours(13, 14));
+        assert!(!h.are_neighbours(13, 25) && !h.are_neighbours(13, 13) && !h.are_neighbours(0, 13));
     }
 
     #[test]

@@ -206,10 +206,9 @@ impl SphereSystem {
             return Err(invalid!("reduction buffers of {} floats per sphere are too large", options.buffer_len));
         }
         let memory_limit = crate::sys::memory_limit_bytes();
-        let memory = memory_limit;
-        if buffer_bytes > memory as u128 {
+        if buffer_bytes > memory_limit as u128 {
             return Err(Error::System(format!(
-                "reduction buffers need {buffer_bytes} bytes ({} spheres x {} floats); this process may use {memory}",
+                "reduction buffers need {buffer_bytes} bytes ({} spheres x {} floats); this process may use {memory_limit}",
                 hierarchy.len(),
                 options.buffer_len
             )));
@@ -282,9 +281,7 @@ impl SphereSystem {
     /// 1885), the last level partial.
     pub fn dynamic(threads: usize) -> Result<SphereSystem> {
         let threads = if threads == 0 { crate::sys::usable_cpus().saturating_sub(1).max(1) } else { threads };
-        if threads > MAX_THREADS {
-            return Err(invalid!("num_threads must be at most {MAX_THREADS}, got {threads}"));
-        }
+        // `new` checks the thread bound.
         SphereSystem::new(&SphereOptions {
             shape: Shape::Spheres(threads.min(MAX_SPHERES)),
             threads,
@@ -392,9 +389,7 @@ impl SphereSystem {
 
     fn shutdown_threads(sh: &Shared, ctl: &mut Control) {
         sh.shutdown.store(true, Ordering::SeqCst);
-        for w in 0..sh.slots.len() {
-            sh.wake_worker(w);
-        }
+        sh.wake_all();
         for h in ctl.threads.drain(..) {
             // A worker never panics (callbacks run under catch_unwind), so
             // a join error cannot carry anything to report.
@@ -411,9 +406,7 @@ impl SphereSystem {
     /// queued for the next start ([`SphereSystem::pending`] tells). Fails
     /// when not running or when called from one of this system's workers.
     pub fn stop(&self) -> Result<()> {
-        if self.current_worker().is_some() {
-            return Err(Error::WrongState("stop called from a worker of this system".into()));
-        }
+        self.refuse_from_worker("stop")?;
         let mut ctl = self.control.lock();
         if !self.shared.running.load(Ordering::SeqCst) {
             return Err(Error::WrongState("system is not running".into()));
@@ -557,9 +550,8 @@ impl SphereSystem {
     /// Fails from a worker of this system (it would wait on itself), and
     /// when items are pending while the system is stopped.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        if self.current_worker().is_some() {
-            return Err(Error::WrongState("wait called from a worker of this system".into()));
-        }
+        // A worker waiting for all items would wait for its own.
+        self.refuse_from_worker("wait")?;
         let sh = &self.shared;
         if sh.pending_items.load(Ordering::SeqCst) == 0 {
             return Ok(true);
@@ -660,18 +652,12 @@ impl SphereSystem {
         sum
     }
 
-    /// Sends a message from `msg.sender` to `msg.receiver`, which must be
-    /// its parent, a child or a sibling. Fails when the mailbox is full.
+    /// Sends a message from sphere `from` to sphere `to`, which must be its
+    /// parent, a child or a sibling. Fails when the mailbox is full.
     pub fn send(&self, kind: MessageKind, priority: Priority, from: usize, to: usize, payload: [u64; 4]) -> Result<()> {
         self.check_sphere(from)?;
         self.check_sphere(to)?;
-        let h = &self.shared.hierarchy;
-        let related = h.node(from).and_then(|n| n.parent) == Some(to)
-            || h.node(to).and_then(|n| n.parent) == Some(from)
-            || (from != to
-                && h.node(from).and_then(|n| n.parent).is_some()
-                && h.node(from).and_then(|n| n.parent) == h.node(to).and_then(|n| n.parent));
-        if !related {
+        if !self.shared.hierarchy.are_neighbours(from, to) {
             return Err(invalid!("sphere {from} may only message its parent, children or siblings, not {to}"));
         }
         let msg = Message { kind, priority, sender: from, receiver: to, sequence: 0, payload };
@@ -919,7 +905,13 @@ impl Shared {
     /// worker without waking another CPU. Returns whether it woke one.
     fn wake_on_this_cpu(&self) -> bool {
         let Some(cpu) = crate::sys::current_cpu() else { return false };
-        (0..self.slots.len()).any(|w| self.slots[w].last_cpu.load(Ordering::Relaxed) == cpu && self.wake_worker(w))
+        self.wake_first(|slot| slot.last_cpu.load(Ordering::Relaxed) == cpu)
+    }
+
+    /// Wakes the first parked worker whose slot satisfies `pick`; returns
+    /// whether it woke one.
+    fn wake_first(&self, pick: impl Fn(&WorkerSlot) -> bool) -> bool {
+        (0..self.slots.len()).any(|w| pick(&self.slots[w]) && self.wake_worker(w))
     }
 
     /// Like [`Shared::wake_for`] but only workers that last parked on
@@ -930,13 +922,13 @@ impl Shared {
             return;
         }
         let here = crate::sys::current_cpu();
-        let elsewhere = |w: usize| here != Some(self.slots[w].last_cpu.load(Ordering::Relaxed));
+        let elsewhere = |slot: &WorkerSlot| here != Some(slot.last_cpu.load(Ordering::Relaxed));
         let owner = self.owner[sphere];
-        if elsewhere(owner) && self.wake_worker(owner) {
+        if elsewhere(&self.slots[owner]) && self.wake_worker(owner) {
             return;
         }
         if self.spheres[sphere].queue.stealing_enabled() {
-            let _ = (0..self.slots.len()).any(|w| elsewhere(w) && self.wake_worker(w));
+            self.wake_first(elsewhere);
         }
     }
 
@@ -1016,9 +1008,9 @@ impl Shared {
         false
     }
 
-    /// Next piece for worker `w`, at most `limit` items: its home, then the
-    /// spheres it owns (FIFO), then a steal. Returns (sphere to report,
-    /// piece).
+    /// Next piece for worker `w`, at most `worker.limit()` items: its home,
+    /// then the spheres it owns (FIFO), then a steal. Returns (sphere to
+    /// report, piece).
     fn find_work(&self, w: usize, worker: &mut WorkerState) -> Option<(usize, Chunk)> {
         let plan = &self.plans[w];
         let limit = worker.limit();
@@ -1130,39 +1122,32 @@ impl Shared {
             }
         }
         let mut worker = WorkerState { cursor: 0, ns_per_item: TARGET_PIECE_NS / 4.0 };
-        loop {
-            if self.abort.load(Ordering::SeqCst) {
-                break;
-            }
-            if let Some((sphere, piece)) = self.find_work(w, &mut worker) {
-                worker.learn(piece.len(), self.run_piece(sphere, piece, f.as_ref()));
-                continue;
-            }
-            if !self.idle(w, &mut worker, f.as_ref()) {
-                break;
-            }
+        while !self.abort.load(Ordering::SeqCst) {
+            let next = self.find_work(w, &mut worker).or_else(|| self.idle(w, &mut worker));
+            let Some((sphere, piece)) = next else { break };
+            worker.learn(piece.len(), self.run_piece(sphere, piece, f.as_ref()));
         }
         CURRENT_WORKER.with(|c| c.set((0, 0)));
     }
 
-    /// Spins briefly, then parks until work it can take arrives. Returns
-    /// false when the worker should exit (see `may_exit`).
-    fn idle(&self, w: usize, worker: &mut WorkerState, f: Option<&WorkFn>) -> bool {
+    /// Spins briefly, then parks until work it can take arrives, and
+    /// returns that work; `None` when the worker should exit (see
+    /// `may_exit`).
+    fn idle(&self, w: usize, worker: &mut WorkerState) -> Option<(usize, Chunk)> {
         let mut spins = 0u32;
         let slot = &self.slots[w];
         loop {
-            if let Some((sphere, piece)) = self.find_work(w, worker) {
-                worker.learn(piece.len(), self.run_piece(sphere, piece, f));
-                return true;
+            if let Some(found) = self.find_work(w, worker) {
+                return Some(found);
             }
             if self.may_exit() {
-                return false;
+                return None;
             }
             if spins < SPIN_ROUNDS {
                 // Spin without yielding: a yield invites the kernel to move
                 // this thread to the idle CPU, where its next wake-up then
                 // costs an inter-processor interrupt.
-                for _ in 0..1u32 << spins.min(6) {
+                for _ in 0..1u32 << spins {
                     std::hint::spin_loop();
                 }
                 spins += 1;
@@ -1188,12 +1173,8 @@ impl Shared {
             // waker only costs one extra look at the queues.
             slot.sleeping.store(false, Ordering::SeqCst);
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
-            if let Some((sphere, piece)) = found {
-                worker.learn(piece.len(), self.run_piece(sphere, piece, f));
-                return true;
-            }
-            if exit {
-                return false;
+            if found.is_some() || exit {
+                return found;
             }
             spins = 0;
         }

@@ -104,9 +104,9 @@ pub fn memory_limit_bytes() -> u64 {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
         let limit = if controllers.is_empty() {
-            walk_up(Path::new("/sys/fs/cgroup"), path, |d| read_u64(&d.join("memory.max")))
+            walk_up(Path::new("/sys/fs/cgroup"), path, |d| read_number(&d.join("memory.max")))
         } else if controllers.split(',').any(|c| c == "memory") {
-            walk_up(Path::new("/sys/fs/cgroup/memory"), path, |d| read_u64(&d.join("memory.limit_in_bytes")))
+            walk_up(Path::new("/sys/fs/cgroup/memory"), path, |d| read_number(&d.join("memory.limit_in_bytes")))
         } else {
             None
         };
@@ -118,7 +118,7 @@ pub fn memory_limit_bytes() -> u64 {
 }
 
 /// A whole number in a file, or None ("max" included).
-fn read_u64(path: &Path) -> Option<usize> {
+fn read_number(path: &Path) -> Option<usize> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
