@@ -4,5 +4,6 @@
 
 #include "cllm_common.h"
 #include "cllm_kissing_spheres_threading.h"
+#include "mini_runtime.h"
 
 #endif /* CLLM_H */

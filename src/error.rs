@@ -8,6 +8,10 @@ use std::fmt;
 pub enum Error {
     /// An argument is out of its documented range (bad id, size, level, …).
     InvalidArgument(String),
+    /// An index or address lies outside the object it refers to (a tensor
+    /// id, a tile coordinate, an SRAM address). C++ wrappers throw
+    /// `std::out_of_range` for it, Python raises `IndexError`.
+    OutOfRange(String),
     /// The call is not allowed in the object's current state (e.g. start twice).
     WrongState(String),
     /// A bounded resource is full (e.g. a mailbox at capacity).
@@ -23,6 +27,7 @@ impl Error {
     pub fn message(&self) -> &str {
         match self {
             Error::InvalidArgument(m)
+            | Error::OutOfRange(m)
             | Error::WrongState(m)
             | Error::Full(m)
             | Error::Timeout(m)
@@ -35,6 +40,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self {
             Error::InvalidArgument(_) => "invalid argument",
+            Error::OutOfRange(_) => "out of range",
             Error::WrongState(_) => "wrong state",
             Error::Full(_) => "full",
             Error::Timeout(_) => "timeout",
@@ -54,3 +60,9 @@ macro_rules! invalid {
     ($($arg:tt)*) => { $crate::error::Error::InvalidArgument(format!($($arg)*)) };
 }
 pub(crate) use invalid;
+
+/// Shorthand for an [`Error::OutOfRange`] built with `format!`.
+macro_rules! out_of_range {
+    ($($arg:tt)*) => { $crate::error::Error::OutOfRange(format!($($arg)*)) };
+}
+pub(crate) use out_of_range;

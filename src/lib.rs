@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod ffi;
+pub mod runtime;
 pub mod spheres;
 pub mod sys;
 

@@ -4,6 +4,7 @@
 
 pub mod common;
 pub mod kissing_spheres;
+pub mod mini_runtime;
 
 use crate::error::Error;
 use std::cell::RefCell;
@@ -36,22 +37,26 @@ pub(crate) fn last_error_ptr() -> *const std::os::raw::c_char {
 /// Runs `f` behind a panic boundary. An `Err` or a panic records the message
 /// and yields `on_error`.
 pub(crate) fn guard<T>(on_error: T, f: impl FnOnce() -> Result<T, Error>) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            set_error(&e.to_string());
-            on_error
-        }
+    guard_map(f, |_| on_error)
+}
+
+/// Like [`guard`], but the error value depends on the error: a panic
+/// becomes an [`Error::System`].
+pub(crate) fn guard_map<T>(f: impl FnOnce() -> Result<T, Error>, on_error: impl FnOnce(&Error) -> T) -> T {
+    let e = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => return v,
+        Ok(Err(e)) => e,
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            set_error(&format!("internal error (panic caught at the C boundary): {what}"));
-            on_error
+            Error::System(format!("internal error (panic caught at the C boundary): {what}"))
         }
-    }
+    };
+    set_error(&e.to_string());
+    on_error(&e)
 }
 
 /// Turns a nullable pointer into a reference or an invalid-argument error.

@@ -5,6 +5,8 @@
 //! A suite is a `bench_<name>.rs` module with a `run(&mut Reporter)`
 //! function, listed in [`SUITES`].
 
+#[path = "bench_engine.rs"]
+mod bench_engine;
 #[path = "bench_mutex_pool.rs"]
 mod bench_mutex_pool;
 #[path = "bench_report.rs"]
@@ -25,11 +27,18 @@ struct Suite {
 }
 
 /// Every suite, in the order of the usage text.
-const SUITES: &[Suite] = &[Suite {
-    name: "spheres",
-    about: "kissing-spheres scheduler vs rayon and a mutex+condvar pool",
-    run: bench_spheres::run,
-}];
+const SUITES: &[Suite] = &[
+    Suite {
+        name: "spheres",
+        about: "kissing-spheres scheduler vs rayon and a mutex+condvar pool",
+        run: bench_spheres::run,
+    },
+    Suite {
+        name: "engine",
+        about: "mini_runtime engine: sequential vs pipelined, 512³ and tile kernels vs matrixmultiply",
+        run: bench_engine::run,
+    },
+];
 
 /// The usage text with the list of suites.
 fn usage() -> String {

@@ -9,7 +9,6 @@ pub enum Better {
     /// Smaller is better (times, latencies, thread counts).
     Lower,
     /// Larger is better (throughputs).
-    #[allow(dead_code)] // for the throughput-style suites still to come
     Higher,
 }
 
@@ -29,12 +28,10 @@ pub enum Target {
     /// `ours` must be at most this value.
     AtMost(f64),
     /// `ours` must be at least this value.
-    #[allow(dead_code)] // for higher-is-better suites still to come
     AtLeast(f64),
     /// `ours / baseline` must be at most this value.
     RatioAtMost(f64),
     /// `ours / baseline` must be at least this value.
-    #[allow(dead_code)] // for higher-is-better suites still to come
     RatioAtLeast(f64),
 }
 
@@ -259,7 +256,7 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
         return f64::NAN;
     }
     v.sort_by(f64::total_cmp);
-    if p == 50.0 && v.len() % 2 == 0 {
+    if p == 50.0 && v.len().is_multiple_of(2) {
         let m = v.len() / 2;
         return (v[m - 1] + v[m]) / 2.0;
     }

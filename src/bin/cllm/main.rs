@@ -9,13 +9,18 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   cllm demo                      run the main job on embedded defaults
-  cllm bench <suite> [--json]    run a benchmark suite; suites: spheres
+  cllm bench <suite> [--json]    run a benchmark suite; suites: spheres, engine
   cllm version                   print the library version";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(&args[1..]),
+        // A busy loop on one core, used by `cllm bench engine` as the
+        // "other process" of its contention case; it runs until killed.
+        Some("__spin") => loop {
+            std::hint::black_box(0u64);
+        },
         Some("bench") => bench::run(&args[1..]),
         Some("version") | Some("--version") => {
             println!("cllm {}", cllm::VERSION);

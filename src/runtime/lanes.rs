@@ -1,0 +1,406 @@
+//! The pipelined mode: a DMA thread (LOAD and STORE lanes) and one or more
+//! compute threads (EXEC lanes), long-lived, fed through SPSC rings by the
+//! calling thread. Each op carries, per lane, how many ops of that lane
+//! must be complete before it may start; lanes publish completions in
+//! per-lane counters, spin briefly and then park when they must wait.
+
+use super::kernels::KernelImpl;
+use super::plan::{Plan, PlannedOp, LANE_COMPUTE, LANE_LOAD, LANE_STORE, MAX_LANES};
+use super::ring::{ring, Consumer, Producer};
+use super::step::run_step;
+use crate::error::{Error, Result};
+use crate::sys::Parker;
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Items per ring; the caller waits (spin, then park) when one is full.
+const RING_CAPACITY: usize = 256;
+/// Spin rounds (exponential, capped) before a waiter parks.
+const SPIN_ROUNDS: u32 = 10;
+
+/// What travels through a ring: an op, or the end of a batch, after which
+/// the lane publishes what it recorded.
+#[derive(Clone, Copy)]
+enum Item {
+    Op(PlannedOp),
+    End,
+}
+
+/// One op's run on a lane, in ns since the engine's epoch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Interval {
+    pub start: u64,
+    pub end: u64,
+    /// Index of the op in the schedule.
+    pub index: u32,
+    /// Thread that ran it: 0 = DMA, 1.. = compute threads.
+    pub thread: u8,
+}
+
+/// What a thread recorded during one batch.
+#[derive(Default)]
+struct LaneRecord {
+    intervals: Vec<Interval>,
+    stalls: u64,
+}
+
+struct Sleeper {
+    parker: Parker,
+    sleeping: AtomicBool,
+}
+
+const WANT_NOTHING: u8 = 0;
+const WANT_ROOM: u8 = 1;
+const WANT_COMPLETION: u8 = 2;
+
+/// Base of the SRAM buffer, shared with the lanes.
+#[derive(Clone, Copy)]
+pub(crate) struct SramPtr(pub *mut f32);
+// SAFETY: the buffer outlives the pipeline (the engine drops the pipeline
+// first), and the plan's dependencies serialise conflicting accesses.
+unsafe impl Send for SramPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SramPtr {}
+
+struct Shared {
+    done: [CachePadded<AtomicU32>; MAX_LANES],
+    /// 0 = calling thread, 1 = DMA thread, 2.. = compute threads.
+    sleepers: Vec<CachePadded<Sleeper>>,
+    caller_wants: AtomicU8,
+    failed: AtomicBool,
+    /// A thread died outside an op; the pipeline cannot be used again.
+    broken: AtomicBool,
+    error: Mutex<Option<Error>>,
+    shutdown: AtomicBool,
+    /// 0 = DMA thread, 1.. = compute threads.
+    records: Vec<Mutex<LaneRecord>>,
+    sram: SramPtr,
+    kernel: KernelImpl,
+    epoch: Instant,
+    /// Op index whose execution fails on purpose (tests), or u64::MAX.
+    fault: AtomicU64,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        let mut slot = self.error.lock();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        drop(slot);
+        self.failed.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
+    fn wake(&self, who: usize) {
+        let s = &self.sleepers[who];
+        if s.sleeping.load(Ordering::Relaxed) {
+            s.parker.unpark();
+        }
+    }
+
+    fn wake_all(&self) {
+        fence(Ordering::SeqCst);
+        for who in 0..self.sleepers.len() {
+            self.wake(who);
+        }
+    }
+
+    /// After a lane finished an op: wake lanes that may wait for it, and
+    /// the caller if it waits for room.
+    fn completed(&self, me: usize) {
+        fence(Ordering::SeqCst);
+        for who in 1..self.sleepers.len() {
+            if who != me {
+                self.wake(who);
+            }
+        }
+        if self.caller_wants.load(Ordering::Relaxed) == WANT_ROOM {
+            self.wake(0);
+        }
+    }
+
+    fn ready(&self, op: &PlannedOp) -> bool {
+        op.deps.iter().zip(&self.done).all(|(need, done)| *need == 0 || done.load(Ordering::Acquire) >= *need)
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Spins briefly, then parks until `cond` holds.
+    fn wait_until(&self, me: usize, mut cond: impl FnMut() -> bool) {
+        for round in 0..SPIN_ROUNDS {
+            if cond() {
+                return;
+            }
+            for _ in 0..(1u32 << round.min(6)) {
+                std::hint::spin_loop();
+            }
+        }
+        let s = &self.sleepers[me];
+        loop {
+            s.sleeping.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if cond() {
+                s.sleeping.store(false, Ordering::Relaxed);
+                return;
+            }
+            s.parker.park();
+            s.sleeping.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What one pipelined run recorded.
+#[derive(Default)]
+pub(crate) struct RunRecord {
+    /// Every op's interval, DMA thread first, each thread in run order.
+    pub intervals: Vec<Interval>,
+    pub dma_stalls: u64,
+    pub compute_stalls: u64,
+}
+
+/// The long-lived lanes of one engine.
+pub(crate) struct Pipeline {
+    shared: Arc<Shared>,
+    /// Indexed by virtual lane.
+    producers: Vec<Producer<Item>>,
+    threads: Vec<JoinHandle<()>>,
+    lanes: usize,
+}
+
+impl Pipeline {
+    /// Starts the DMA thread and `compute_threads` compute threads.
+    pub(crate) fn start(compute_threads: usize, sram: SramPtr, kernel: KernelImpl, epoch: Instant) -> Result<Self> {
+        let lanes = LANE_COMPUTE + compute_threads;
+        let shared = Arc::new(Shared {
+            done: std::array::from_fn(|_| CachePadded::new(AtomicU32::new(0))),
+            sleepers: (0..2 + compute_threads)
+                .map(|_| CachePadded::new(Sleeper { parker: Parker::default(), sleeping: AtomicBool::new(false) }))
+                .collect(),
+            caller_wants: AtomicU8::new(WANT_NOTHING),
+            failed: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            error: Mutex::new(None),
+            shutdown: AtomicBool::new(false),
+            records: (0..1 + compute_threads).map(|_| Mutex::new(LaneRecord::default())).collect(),
+            sram,
+            kernel,
+            epoch,
+            fault: AtomicU64::new(u64::MAX),
+        });
+        let mut producers = Vec::with_capacity(lanes);
+        let mut consumers = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (p, c) = ring::<Item>(RING_CAPACITY);
+            producers.push(p);
+            consumers.push(Some(c));
+        }
+        let mut pipeline = Pipeline { shared, producers, threads: Vec::new(), lanes };
+        // Thread t: 0 = DMA with the STORE lane first (finishing results
+        // frees accumulators sooner), then LOAD; t >= 1 = compute lane t-1.
+        for t in 0..1 + compute_threads {
+            let rings: Vec<(usize, Consumer<Item>)> = if t == 0 {
+                vec![
+                    (LANE_STORE, consumers[LANE_STORE].take().expect("unused")),
+                    (LANE_LOAD, consumers[LANE_LOAD].take().expect("unused")),
+                ]
+            } else {
+                let lane = LANE_COMPUTE + t - 1;
+                vec![(lane, consumers[lane].take().expect("unused"))]
+            };
+            let shared = pipeline.shared.clone();
+            let name = if t == 0 { "cllm-dma".to_string() } else { format!("cllm-compute-{}", t - 1) };
+            let spawned = std::thread::Builder::new().name(name).spawn(move || lane_thread(&shared, t, &rings));
+            match spawned {
+                Ok(h) => pipeline.threads.push(h),
+                // Dropping `pipeline` stops and joins the threads started so far.
+                Err(e) => return Err(Error::System(format!("cannot start pipeline thread {t}: {e}"))),
+            }
+        }
+        Ok(pipeline)
+    }
+
+    /// Makes the op with schedule index `index` fail on its lane (tests of
+    /// the error path); `None` clears it.
+    pub(crate) fn inject_fault(&self, index: Option<u32>) {
+        self.shared.fault.store(index.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+    }
+
+    fn push(&self, lane: usize, mut item: Item) {
+        let sh = &*self.shared;
+        loop {
+            match self.producers[lane].push(item) {
+                Ok(()) => break,
+                Err(back) => {
+                    item = back;
+                    sh.caller_wants.store(WANT_ROOM, Ordering::Relaxed);
+                    sh.wait_until(0, || self.producers[lane].has_room() || sh.broken.load(Ordering::Acquire));
+                    sh.caller_wants.store(WANT_NOTHING, Ordering::Relaxed);
+                    if sh.broken.load(Ordering::Acquire) {
+                        return;
+                    }
+                }
+            }
+        }
+        fence(Ordering::SeqCst);
+        // Lane v is served by thread 1 (DMA) or 2 + (v - LANE_COMPUTE).
+        let thread = if lane < LANE_COMPUTE { 1 } else { 2 + lane - LANE_COMPUTE };
+        sh.wake(thread);
+    }
+
+    /// Runs `plan` on the lanes and waits until every op is done or the
+    /// run failed; the caller's SRAM zeroing must already be done.
+    pub(crate) fn run(&mut self, plan: &Plan, out: &mut RunRecord) -> Result<()> {
+        let sh = &*self.shared;
+        if sh.broken.load(Ordering::Acquire) {
+            return Err(Error::System("the pipeline lost a thread earlier; create a new engine".into()));
+        }
+        // The lanes are idle between runs, so plain resets are safe; the
+        // release in `push` publishes them.
+        for d in &sh.done[..self.lanes] {
+            d.store(0, Ordering::Relaxed);
+        }
+        sh.failed.store(false, Ordering::Relaxed);
+        *sh.error.lock() = None;
+        let mut pushed = [0u32; MAX_LANES];
+        for op in &plan.ops {
+            if sh.failed.load(Ordering::Relaxed) || sh.broken.load(Ordering::Relaxed) {
+                break;
+            }
+            self.push(op.lane as usize, Item::Op(*op));
+            pushed[op.lane as usize] += 1;
+        }
+        for (lane, count) in pushed.iter_mut().enumerate().take(self.lanes) {
+            self.push(lane, Item::End);
+            *count += 1;
+        }
+        sh.caller_wants.store(WANT_COMPLETION, Ordering::Relaxed);
+        let finished = || {
+            sh.broken.load(Ordering::Acquire)
+                || pushed[..self.lanes].iter().zip(&sh.done).all(|(p, d)| d.load(Ordering::Acquire) == *p)
+        };
+        sh.wait_until(0, finished);
+        sh.caller_wants.store(WANT_NOTHING, Ordering::Relaxed);
+        if sh.broken.load(Ordering::Acquire) {
+            return Err(sh.error.lock().take().unwrap_or_else(|| Error::System("a pipeline thread died".into())));
+        }
+        out.intervals.clear();
+        out.dma_stalls = 0;
+        out.compute_stalls = 0;
+        for (t, rec) in sh.records.iter().enumerate() {
+            let mut rec = rec.lock();
+            out.intervals.extend_from_slice(&rec.intervals);
+            rec.intervals.clear();
+            if t == 0 {
+                out.dma_stalls += rec.stalls;
+            } else {
+                out.compute_stalls += rec.stalls;
+            }
+            rec.stalls = 0;
+        }
+        match sh.error.lock().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake_all();
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn lane_thread(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
+    if catch_unwind(AssertUnwindSafe(|| lane_loop(sh, thread, rings))).is_err() {
+        sh.broken.store(true, Ordering::Release);
+        sh.fail(Error::System(format!("pipeline thread {thread} panicked outside an op")));
+    }
+}
+
+fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
+    let me = thread + 1;
+    let mut local = LaneRecord::default();
+    // The (lane, seq) of the op last counted as stalled, so a long wait
+    // counts once.
+    let mut stalled: Option<(usize, u32)> = None;
+    let mut seq = [0u32; MAX_LANES];
+    loop {
+        let mut progressed = false;
+        for (lane, ring) in rings {
+            let Some(item) = ring.peek() else { continue };
+            match item {
+                Item::End => {
+                    let mut rec = sh.records[thread].lock();
+                    rec.intervals.append(&mut local.intervals);
+                    rec.stalls += std::mem::take(&mut local.stalls);
+                    drop(rec);
+                    seq[*lane] = 0;
+                    ring.advance();
+                    sh.done[*lane].fetch_add(1, Ordering::Release);
+                    fence(Ordering::SeqCst);
+                    if sh.caller_wants.load(Ordering::Relaxed) == WANT_COMPLETION {
+                        sh.wake(0);
+                    }
+                    progressed = true;
+                }
+                Item::Op(op) => {
+                    if !sh.failed.load(Ordering::Acquire) {
+                        if !sh.ready(&op) {
+                            if stalled != Some((*lane, seq[*lane])) {
+                                stalled = Some((*lane, seq[*lane]));
+                                local.stalls += 1;
+                            }
+                            continue;
+                        }
+                        let start = sh.now();
+                        let result = if u64::from(op.index) == sh.fault.load(Ordering::Relaxed) {
+                            Err(Error::System(format!("injected fault at op {}", op.index)))
+                        } else {
+                            // SAFETY: the plan validated every range against
+                            // the SRAM and tensor sizes, and `ready` made
+                            // every conflicting op on other lanes complete.
+                            catch_unwind(AssertUnwindSafe(|| unsafe { run_step(&op.step, sh.sram.0, sh.kernel) }))
+                                .map_err(|_| Error::System(format!("op {} panicked on a pipeline lane", op.index)))
+                        };
+                        let end = sh.now();
+                        local.intervals.push(Interval { start, end, index: op.index, thread: thread as u8 });
+                        if let Err(e) = result {
+                            sh.fail(e);
+                        }
+                    }
+                    seq[*lane] += 1;
+                    ring.advance();
+                    sh.done[*lane].fetch_add(1, Ordering::Release);
+                    sh.completed(me);
+                    progressed = true;
+                }
+            }
+        }
+        if progressed {
+            continue;
+        }
+        if sh.shutdown.load(Ordering::Acquire) && rings.iter().all(|(_, r)| r.peek().is_none()) {
+            return;
+        }
+        sh.wait_until(me, || {
+            sh.shutdown.load(Ordering::Acquire)
+                || rings.iter().any(|(_, r)| match r.peek() {
+                    Some(Item::Op(op)) => sh.failed.load(Ordering::Acquire) || sh.ready(&op),
+                    Some(Item::End) => true,
+                    None => false,
+                })
+        });
+    }
+}
