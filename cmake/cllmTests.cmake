@@ -4,6 +4,7 @@
 #   asan_<stem>             the same, built with AddressSanitizer (+ LeakSanitizer)
 #   cpp_<stem>              every cpp_examples/*.cpp (C++17)
 #   header_c_<h>/header_cxx_<h>  every include/**.h compiles alone (C11 / C++17, -pedantic)
+#   header_cxx17_<h>_hpp/header_cxx20_<h>_hpp  every include/**.hpp compiles alone (C++17 / C++20)
 #   static_consumer_smoke   a C program linked to cllm::cllm_static
 #   consumer_install, consumer_find_package, consumer_pkg_config,
 #   consumer_add_subdirectory   the installed / embedded library seen by other projects
@@ -100,6 +101,30 @@ if(CMAKE_C_COMPILER_ID MATCHES "GNU|Clang" AND CMAKE_CXX_COMPILER_ID MATCHES "GN
       set_tests_properties(header_cxx${_std}_${_id} PROPERTIES TIMEOUT 60)
     endforeach()
     set_tests_properties(header_c_${_id} PROPERTIES TIMEOUT 60)
+  endforeach()
+
+  # C++-only headers (include/**.hpp, e.g. the mini_runtime/ wrapper):
+  # header_cxx17_<h>_hpp / header_cxx20_<h>_hpp (the _hpp suffix keeps the
+  # names apart from those of the .h headers).
+  file(GLOB_RECURSE _cllm_cxx_headers CONFIGURE_DEPENDS RELATIVE "${CLLM_INCLUDE_DIR}" "${CLLM_INCLUDE_DIR}/*.hpp")
+  foreach(_h IN LISTS _cllm_cxx_headers)
+    string(REGEX REPLACE "[^A-Za-z0-9_]" "_" _id "${_h}")
+    set(_tu "#include \"${_h}\"\n#include \"${_h}\"\n")
+    set(_file "${_cllm_hdr_dir}/${_id}.cpp")
+    if(EXISTS "${_file}")
+      file(READ "${_file}" _old)
+    else()
+      set(_old "")
+    endif()
+    if(NOT _old STREQUAL _tu)
+      file(WRITE "${_file}" "${_tu}")
+    endif()
+    foreach(_std 17 20)
+      add_test(NAME header_cxx${_std}_${_id}
+        COMMAND "${CMAKE_CXX_COMPILER}" -x c++ -std=c++${_std} ${_cllm_warnings} -pedantic
+                "-I${CLLM_INCLUDE_DIR}" -fsyntax-only "${_file}")
+      set_tests_properties(header_cxx${_std}_${_id} PROPERTIES TIMEOUT 60)
+    endforeach()
   endforeach()
 else()
   message(STATUS "cllm: header self-containment tests need GCC or Clang; skipped")

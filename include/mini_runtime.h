@@ -75,6 +75,9 @@ typedef struct MrEngineConfig {
   uint32_t compute_threads;
   // `MR_KERNEL_*` (default `MR_KERNEL_AUTO`).
   int32_t kernel;
+  // Pin each pipeline thread to its own CPU when enough are usable
+  // (nonzero = on, the default).
+  uint8_t pin_threads;
 } MrEngineConfig;
 
 // LOAD: copy tile (tile_row, tile_col) of a tensor into SRAM at dst_addr.

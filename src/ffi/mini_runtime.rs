@@ -66,6 +66,9 @@ pub struct MrEngineConfig {
     pub compute_threads: u32,
     /// `MR_KERNEL_*` (default `MR_KERNEL_AUTO`).
     pub kernel: i32,
+    /// Pin each pipeline thread to its own CPU when enough are usable
+    /// (nonzero = on, the default).
+    pub pin_threads: u8,
 }
 
 /// Operation counts and timings (ns), accumulated since creation or the
@@ -353,6 +356,7 @@ pub extern "C" fn mr_engine_config_default() -> MrEngineConfig {
         threaded: 0,
         compute_threads: d.compute_threads as u32,
         kernel: MR_KERNEL_AUTO,
+        pin_threads: u8::from(d.pin_threads),
     }
 }
 
@@ -373,6 +377,7 @@ pub unsafe extern "C" fn mr_engine_create(config: *const MrEngineConfig) -> *mut
             threaded: c.threaded != 0,
             compute_threads: c.compute_threads as usize,
             kernel: kernel_from(c.kernel)?,
+            pin_threads: c.pin_threads != 0,
         })?;
         Ok(Box::into_raw(Box::new(MrEngine { inner: Mutex::new(EngineSlot { engine, ops: Vec::new() }) })))
     })

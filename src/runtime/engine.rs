@@ -7,7 +7,7 @@ use super::memory::{AlignedFloats, TensorStore};
 use super::plan::{Layout, Planner, Step, MAX_COMPUTE_LANES, RUNAHEAD_TILES};
 use super::schedule::Op;
 use super::step::run_step;
-use super::trace;
+use super::trace::{self, CallTimes};
 use crate::error::{invalid, Error, Result};
 use std::time::Instant;
 
@@ -28,11 +28,22 @@ pub struct EngineConfig {
     pub compute_threads: usize,
     /// Tile kernel; `None` picks the fastest this CPU supports.
     pub kernel: Option<KernelImpl>,
+    /// Pin each pipeline thread to its own CPU (physical cores first) when
+    /// the process may use enough CPUs. Without it the OS may put both
+    /// lanes on one CPU, where they take turns instead of overlapping.
+    pub pin_threads: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { sram_bytes: 256 * 1024, trace: false, threaded: false, compute_threads: 1, kernel: None }
+        Self {
+            sram_bytes: 256 * 1024,
+            trace: false,
+            threaded: false,
+            compute_threads: 1,
+            kernel: None,
+            pin_threads: true,
+        }
     }
 }
 
@@ -81,6 +92,15 @@ pub struct Engine {
     /// Ops and intervals of the last traced `execute`.
     trace_ops: Vec<Op>,
     trace_intervals: Vec<Interval>,
+    trace_call: CallTimes,
+    /// Phases of the last `execute`.
+    call: CallTimes,
+    /// The ops `planner.plan` was made for, when `plan_valid`.
+    planned_ops: Vec<Op>,
+    plan_valid: bool,
+    /// Scratch for the overlap computation.
+    dma_busy: Vec<(u64, u64)>,
+    compute_busy: Vec<(u64, u64)>,
     fault: Option<u32>,
 }
 
@@ -113,7 +133,13 @@ impl Engine {
         let mut sram = AlignedFloats::zeroed(floats)?;
         let epoch = Instant::now();
         let pipeline = if config.threaded {
-            Some(Pipeline::start(config.compute_threads, SramPtr(sram.as_mut_ptr()), kernel, epoch)?)
+            let threads = 1 + config.compute_threads;
+            let cpus = if config.pin_threads && threads <= crate::sys::usable_cpus() {
+                crate::sys::CpuTopology::detect().pinning_order().into_iter().take(threads).collect()
+            } else {
+                Vec::new()
+            };
+            Some(Pipeline::start(config.compute_threads, SramPtr(sram.as_mut_ptr()), kernel, epoch, &cpus)?)
         } else {
             None
         };
@@ -130,6 +156,12 @@ impl Engine {
             record: RunRecord::default(),
             trace_ops: Vec::new(),
             trace_intervals: Vec::new(),
+            trace_call: CallTimes::default(),
+            call: CallTimes::default(),
+            planned_ops: Vec::new(),
+            plan_valid: false,
+            dma_busy: Vec::new(),
+            compute_busy: Vec::new(),
             fault: None,
         })
     }
@@ -205,9 +237,19 @@ impl Engine {
     /// zero wherever the schedule reads it before writing it.
     pub fn execute(&mut self, ops: &[Op]) -> Result<()> {
         let t0 = Instant::now();
-        let compute_lanes = if self.pipeline.is_some() { self.config.compute_threads } else { 0 };
-        let layout = Layout { compute_lanes, physical_tiles: self.physical_tiles };
-        self.planner.plan(ops, self.config.sram_bytes, &mut self.tensors, layout)?;
+        let start = self.now();
+        // Running the same schedule again (the usual loop) reuses its plan:
+        // tensors never move or change shape, so it is still valid.
+        if !(self.plan_valid && self.planned_ops == ops) {
+            self.plan_valid = false;
+            let compute_lanes = if self.pipeline.is_some() { self.config.compute_threads } else { 0 };
+            let layout = Layout { compute_lanes, physical_tiles: self.physical_tiles };
+            self.planner.plan(ops, self.config.sram_bytes, &mut self.tensors, layout)?;
+            self.planned_ops.clear();
+            self.planned_ops.extend_from_slice(ops);
+            self.plan_valid = true;
+        }
+        let planned = self.now();
         let plan = &self.planner.plan;
         let sram = self.sram.as_mut_slice();
         for &(off, len) in &plan.zero {
@@ -218,6 +260,7 @@ impl Engine {
             Some(p) => p.run(plan, &mut self.record),
             None => {
                 let rec = &mut self.record;
+                rec.dispatched = planned;
                 rec.intervals.clear();
                 rec.dma_stalls = 0;
                 rec.compute_stalls = 0;
@@ -240,16 +283,22 @@ impl Engine {
                 r
             }
         };
+        self.call = CallTimes { start, planned, dispatched: self.record.dispatched, end: self.now() };
         self.account(ops, t0);
         result
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 
     /// Adds the last run's counts and timings to the stats and keeps its
     /// trace.
     fn account(&mut self, ops: &[Op], t0: Instant) {
         let s = &mut self.stats;
-        let mut dma = Vec::new();
-        let mut compute = Vec::new();
+        let (dma, compute) = (&mut self.dma_busy, &mut self.compute_busy);
+        dma.clear();
+        compute.clear();
         for iv in &self.record.intervals {
             let d = iv.end.saturating_sub(iv.start);
             match ops[iv.index as usize] {
@@ -266,7 +315,7 @@ impl Engine {
             }
         }
         if self.pipeline.is_some() {
-            s.overlap_ns += trace::overlap_ns(&mut dma, &mut compute);
+            s.overlap_ns += trace::overlap_ns(dma, compute);
         }
         s.dma_stalls += self.record.dma_stalls;
         s.compute_stalls += self.record.compute_stalls;
@@ -276,6 +325,7 @@ impl Engine {
             self.trace_ops.extend_from_slice(ops);
             self.trace_intervals.clear();
             self.trace_intervals.extend_from_slice(&self.record.intervals);
+            self.trace_call = self.call;
         }
     }
 
@@ -286,7 +336,7 @@ impl Engine {
         if !self.config.trace {
             return Err(Error::WrongState("tracing is off: create the engine with trace = true".into()));
         }
-        Ok(trace::chrome_json(&self.trace_ops, &self.trace_intervals, self.pipeline.is_some()))
+        Ok(trace::chrome_json(&self.trace_ops, &self.trace_intervals, self.pipeline.is_some(), &self.trace_call))
     }
 
     /// Writes [`Engine::trace_json`] to `path`.

@@ -20,8 +20,21 @@ use std::time::Instant;
 
 /// Items per ring; the caller waits (spin, then park) when one is full.
 const RING_CAPACITY: usize = 256;
-/// Spin rounds (exponential, capped) before a waiter parks.
-const SPIN_ROUNDS: u32 = 10;
+/// How long to check before parking: first spinning on the CPU, then
+/// yielding it to any other runnable thread between checks.
+#[derive(Clone, Copy)]
+struct Patience {
+    spin_ns: u64,
+    total_ns: u64,
+}
+
+/// Lanes: spinning covers the hand-offs inside a run (ops take 0.1–0.5
+/// µs); the yielding phase lets the next `execute` of a loop find the
+/// lanes awake, yet gives a core back quickly to an idle process.
+const LANE_PATIENCE: Patience = Patience { spin_ns: 60_000, total_ns: 60_000 };
+/// The caller only waits for the lanes: every cycle it spins is taken from
+/// them when the lanes fill the CPUs, so it parks almost at once.
+const CALLER_PATIENCE: Patience = Patience { spin_ns: 0, total_ns: 0 };
 
 /// What travels through a ring: an op, or the end of a batch, after which
 /// the lane publishes what it recorded.
@@ -133,14 +146,34 @@ impl Shared {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Spins briefly, then parks until `cond` holds.
-    fn wait_until(&self, me: usize, mut cond: impl FnMut() -> bool) {
-        for round in 0..SPIN_ROUNDS {
-            if cond() {
-                return;
+    /// Spins briefly, yields for a while, then parks until `cond` holds.
+    fn wait_until(&self, me: usize, patience: Patience, mut cond: impl FnMut() -> bool) {
+        if cond() {
+            return;
+        }
+        let start = Instant::now();
+        let mut round = 0u32;
+        loop {
+            // Check the clock only every few rounds: it costs more than a
+            // pause.
+            for _ in 0..8 {
+                for _ in 0..(1u32 << round.min(5)) {
+                    std::hint::spin_loop();
+                }
+                round += 1;
+                if cond() {
+                    return;
+                }
             }
-            for _ in 0..(1u32 << round.min(6)) {
-                std::hint::spin_loop();
+            let waited = start.elapsed().as_nanos() as u64;
+            if waited >= patience.total_ns {
+                break;
+            }
+            if waited >= patience.spin_ns {
+                std::thread::yield_now();
+                if cond() {
+                    return;
+                }
             }
         }
         let s = &self.sleepers[me];
@@ -164,6 +197,8 @@ pub(crate) struct RunRecord {
     pub intervals: Vec<Interval>,
     pub dma_stalls: u64,
     pub compute_stalls: u64,
+    /// When the calling thread had handed every op to the lanes.
+    pub dispatched: u64,
 }
 
 /// The long-lived lanes of one engine.
@@ -176,8 +211,15 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the DMA thread and `compute_threads` compute threads.
-    pub(crate) fn start(compute_threads: usize, sram: SramPtr, kernel: KernelImpl, epoch: Instant) -> Result<Self> {
+    /// Starts the DMA thread and `compute_threads` compute threads; thread
+    /// `t` (0 = DMA) is pinned to `cpus[t]` when there is one.
+    pub(crate) fn start(
+        compute_threads: usize,
+        sram: SramPtr,
+        kernel: KernelImpl,
+        epoch: Instant,
+        cpus: &[usize],
+    ) -> Result<Self> {
         let lanes = LANE_COMPUTE + compute_threads;
         let shared = Arc::new(Shared {
             done: std::array::from_fn(|_| CachePadded::new(AtomicU32::new(0))),
@@ -217,7 +259,14 @@ impl Pipeline {
             };
             let shared = pipeline.shared.clone();
             let name = if t == 0 { "cllm-dma".to_string() } else { format!("cllm-compute-{}", t - 1) };
-            let spawned = std::thread::Builder::new().name(name).spawn(move || lane_thread(&shared, t, &rings));
+            let cpu = cpus.get(t).copied();
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                if let Some(cpu) = cpu {
+                    // Best effort: an unpinned lane still works.
+                    crate::sys::pin_current_thread(cpu);
+                }
+                lane_thread(&shared, t, &rings)
+            });
             match spawned {
                 Ok(h) => pipeline.threads.push(h),
                 // Dropping `pipeline` stops and joins the threads started so far.
@@ -233,15 +282,40 @@ impl Pipeline {
         self.shared.fault.store(index.map_or(u64::MAX, u64::from), Ordering::Relaxed);
     }
 
+    /// Wakes the thread serving `lane` if it sleeps (after a publish).
+    fn wake_lane(&self, lane: usize) {
+        // Lane v is served by thread 1 (DMA) or 2 + (v - LANE_COMPUTE).
+        let thread = if lane < LANE_COMPUTE { 1 } else { 2 + lane - LANE_COMPUTE };
+        self.shared.wake(thread);
+    }
+
+    /// Makes every written item visible and wakes the lanes.
+    fn publish_all(&self) {
+        for p in &self.producers {
+            p.publish();
+        }
+        fence(Ordering::SeqCst);
+        for lane in 0..self.lanes {
+            self.wake_lane(lane);
+        }
+    }
+
+    /// Writes `item` to `lane`'s ring, unpublished; when the ring is full,
+    /// publishes it and waits for room.
     fn push(&self, lane: usize, mut item: Item) {
         let sh = &*self.shared;
         loop {
-            match self.producers[lane].push(item) {
+            match self.producers[lane].write(item) {
                 Ok(()) => break,
                 Err(back) => {
                     item = back;
+                    // Publish every lane, not just the full one: its ops
+                    // may wait for ops still unpublished elsewhere.
+                    self.publish_all();
                     sh.caller_wants.store(WANT_ROOM, Ordering::Relaxed);
-                    sh.wait_until(0, || self.producers[lane].has_room() || sh.broken.load(Ordering::Acquire));
+                    sh.wait_until(0, CALLER_PATIENCE, || {
+                        self.producers[lane].has_room() || sh.broken.load(Ordering::Acquire)
+                    });
                     sh.caller_wants.store(WANT_NOTHING, Ordering::Relaxed);
                     if sh.broken.load(Ordering::Acquire) {
                         return;
@@ -249,10 +323,6 @@ impl Pipeline {
                 }
             }
         }
-        fence(Ordering::SeqCst);
-        // Lane v is served by thread 1 (DMA) or 2 + (v - LANE_COMPUTE).
-        let thread = if lane < LANE_COMPUTE { 1 } else { 2 + lane - LANE_COMPUTE };
-        sh.wake(thread);
     }
 
     /// Runs `plan` on the lanes and waits until every op is done or the
@@ -281,12 +351,14 @@ impl Pipeline {
             self.push(lane, Item::End);
             *count += 1;
         }
+        self.publish_all();
+        out.dispatched = sh.now();
         sh.caller_wants.store(WANT_COMPLETION, Ordering::Relaxed);
         let finished = || {
             sh.broken.load(Ordering::Acquire)
                 || pushed[..self.lanes].iter().zip(&sh.done).all(|(p, d)| d.load(Ordering::Acquire) == *p)
         };
-        sh.wait_until(0, finished);
+        sh.wait_until(0, CALLER_PATIENCE, finished);
         sh.caller_wants.store(WANT_NOTHING, Ordering::Relaxed);
         if sh.broken.load(Ordering::Acquire) {
             return Err(sh.error.lock().take().unwrap_or_else(|| Error::System("a pipeline thread died".into())));
@@ -348,7 +420,8 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
                     drop(rec);
                     seq[*lane] = 0;
                     ring.advance();
-                    sh.done[*lane].fetch_add(1, Ordering::Release);
+                    // Only this thread writes the counter of its lane.
+                    sh.done[*lane].store(sh.done[*lane].load(Ordering::Relaxed) + 1, Ordering::Release);
                     fence(Ordering::SeqCst);
                     if sh.caller_wants.load(Ordering::Relaxed) == WANT_COMPLETION {
                         sh.wake(0);
@@ -382,7 +455,7 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
                     }
                     seq[*lane] += 1;
                     ring.advance();
-                    sh.done[*lane].fetch_add(1, Ordering::Release);
+                    sh.done[*lane].store(sh.done[*lane].load(Ordering::Relaxed) + 1, Ordering::Release);
                     sh.completed(me);
                     progressed = true;
                 }
@@ -394,7 +467,7 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
         if sh.shutdown.load(Ordering::Acquire) && rings.iter().all(|(_, r)| r.peek().is_none()) {
             return;
         }
-        sh.wait_until(me, || {
+        sh.wait_until(me, LANE_PATIENCE, || {
             sh.shutdown.load(Ordering::Acquire)
                 || rings.iter().any(|(_, r)| match r.peek() {
                     Some(Item::Op(op)) => sh.failed.load(Ordering::Acquire) || sh.ready(&op),

@@ -210,14 +210,17 @@ pub(crate) unsafe fn copy_tile_in(dst: *mut f32, src: *const f32, stride: usize)
     }
 }
 
-/// Copies a contiguous tile out to strided tensor storage.
+/// Copies the top-left `rows × cols` of a contiguous tile out to strided
+/// tensor storage (the rest of the tile would land in the padding).
 ///
 /// # Safety
-/// As [`copy_tile_in`] with the roles of source and destination swapped.
+/// As [`copy_tile_in`] with the roles of source and destination swapped;
+/// `rows` and `cols` are at most 32.
 #[inline]
-pub(crate) unsafe fn copy_tile_out(dst: *mut f32, stride: usize, src: *const f32) {
-    for r in 0..TILE_DIM {
+pub(crate) unsafe fn copy_tile_out(dst: *mut f32, stride: usize, src: *const f32, rows: usize, cols: usize) {
+    debug_assert!(rows <= TILE_DIM && cols <= TILE_DIM);
+    for r in 0..rows {
         // SAFETY: row r lies inside both regions by the contract above.
-        unsafe { std::ptr::copy_nonoverlapping(src.add(r * TILE_DIM), dst.add(r * stride), TILE_DIM) };
+        unsafe { std::ptr::copy_nonoverlapping(src.add(r * TILE_DIM), dst.add(r * stride), cols) };
     }
 }

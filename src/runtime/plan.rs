@@ -19,7 +19,7 @@
 
 use super::memory::TensorStore;
 use super::schedule::Op;
-use super::{ALIGNMENT, TILE_BYTES, TILE_FLOATS};
+use super::{ALIGNMENT, TILE_BYTES, TILE_DIM, TILE_FLOATS};
 use crate::error::{invalid, out_of_range, Error, Result};
 
 /// Most compute lanes an engine may run.
@@ -39,9 +39,27 @@ pub(crate) const MAX_LANES: usize = LANE_COMPUTE + MAX_COMPUTE_LANES;
 /// valid while the engine is borrowed for the execute call.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Step {
-    Load { dst: usize, src: *const f32, stride: usize },
-    Exec { a: usize, b: usize, acc: usize, zero_first: bool },
-    Store { src: usize, dst: *mut f32, stride: usize, relu: bool },
+    Load {
+        dst: usize,
+        src: *const f32,
+        stride: usize,
+    },
+    Exec {
+        a: usize,
+        b: usize,
+        acc: usize,
+        zero_first: bool,
+    },
+    /// Writes only the `rows × cols` part of the tile inside the tensor's
+    /// registered shape, so the padding stays zero.
+    Store {
+        src: usize,
+        dst: *mut f32,
+        stride: usize,
+        relu: bool,
+        rows: usize,
+        cols: usize,
+    },
 }
 
 /// A validated op ready to run.
@@ -333,6 +351,13 @@ impl Planner {
         (first..first + TILE_BYTES / call.block_bytes).all(|b| self.block(b).written)
     }
 
+    /// Whether any block of the tile at `addr` was written earlier in this
+    /// schedule.
+    fn any_written(&mut self, call: Call, addr: u32) -> bool {
+        let first = addr as usize / call.block_bytes;
+        (first..first + TILE_BYTES / call.block_bytes).any(|b| self.block(b).written)
+    }
+
     fn mark_written(&mut self, call: Call, addr: u32) {
         let first = addr as usize / call.block_bytes;
         for b in first..first + TILE_BYTES / call.block_bytes {
@@ -571,18 +596,20 @@ impl Planner {
                     }
                     (None, None)
                 };
-                let acc_written = self.written(call, e.acc_addr);
+                // An accumulator nothing wrote yet starts from zero: the
+                // EXEC zeroes it itself (zeroing before the run would be
+                // undone by earlier users of a renamed tile). Only a
+                // partly written one (blocks < 4096 bytes, so no renaming)
+                // is zeroed before the run, which keeps the written part.
+                let acc_untouched = !self.any_written(call, e.acc_addr);
+                let zero_first = e.k == 0 || acc_untouched;
                 let pacc = if !renaming {
-                    if e.k != 0 && !acc_written {
+                    if !zero_first && !self.written(call, e.acc_addr) {
                         self.push_zero((e.acc_addr as usize / 4, TILE_FLOATS));
                     }
                     None
-                } else if e.k == 0 || !acc_written {
-                    let t = self.renamed_write(call, e.acc_addr);
-                    if e.k != 0 {
-                        self.push_zero((t * TILE_FLOATS, TILE_FLOATS));
-                    }
-                    Some(t)
+                } else if zero_first {
+                    Some(self.renamed_write(call, e.acc_addr))
                 } else {
                     Some(self.renamed_read(call, e.acc_addr))
                 };
@@ -604,7 +631,7 @@ impl Planner {
                     a: Self::offset(pa, e.a_addr),
                     b: Self::offset(pb, e.b_addr),
                     acc: Self::offset(pacc, e.acc_addr),
-                    zero_first: e.k == 0,
+                    zero_first,
                 };
                 (step, lane)
             }
@@ -633,9 +660,12 @@ impl Planner {
                 }
                 let t = &mut tensors.all_mut()[s.tensor_id as usize];
                 let (off, stride) = (t.tile_offset(s.tile_row, s.tile_col), t.padded_cols);
+                let rows = (t.rows - s.tile_row as usize * TILE_DIM).min(TILE_DIM);
+                let cols = (t.cols - s.tile_col as usize * TILE_DIM).min(TILE_DIM);
                 // SAFETY: the tile lies inside the tensor (first pass).
                 let dst = unsafe { t.data.as_mut_ptr().add(off) };
-                (Step::Store { src: Self::offset(phys, s.src_addr), dst, stride, relu: s.apply_relu }, lane)
+                let src = Self::offset(phys, s.src_addr);
+                (Step::Store { src, dst, stride, relu: s.apply_relu, rows, cols }, lane)
             }
         };
         self.plan.lane_ops[lane] += 1;

@@ -27,6 +27,9 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 pub(crate) struct Producer<T> {
     shared: Arc<Shared<T>>,
     cached_head: Cell<usize>,
+    /// Next slot to write; slots in [tail, unpublished) are written but
+    /// not yet visible.
+    unpublished: Cell<usize>,
 }
 
 /// The receiving half; one thread at a time.
@@ -52,33 +55,51 @@ pub(crate) fn ring<T: Copy + Send>(capacity: usize) -> (Producer<T>, Consumer<T>
         slots,
         mask: cap - 1,
     });
-    (Producer { shared: shared.clone(), cached_head: Cell::new(0) }, Consumer { shared, cached_tail: Cell::new(0) })
+    (
+        Producer { shared: shared.clone(), cached_head: Cell::new(0), unpublished: Cell::new(0) },
+        Consumer { shared, cached_tail: Cell::new(0) },
+    )
 }
 
 impl<T: Copy + Send> Producer<T> {
-    /// Appends `item`, or gives it back when the ring is full.
+    /// Appends `item` and makes it visible to the consumer, or gives it
+    /// back when the ring is full.
+    #[cfg(test)]
     pub(crate) fn push(&self, item: T) -> Result<(), T> {
+        self.write(item)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Appends `item` without making it visible yet (see [`Self::publish`]),
+    /// so a batch costs one shared store instead of one per item.
+    pub(crate) fn write(&self, item: T) -> Result<(), T> {
         let s = &*self.shared;
-        let tail = s.tail.load(Ordering::Relaxed);
-        if tail - self.cached_head.get() > s.mask {
+        let next = self.unpublished.get();
+        if next - self.cached_head.get() > s.mask {
             self.cached_head.set(s.head.load(Ordering::Acquire));
-            if tail - self.cached_head.get() > s.mask {
+            if next - self.cached_head.get() > s.mask {
                 return Err(item);
             }
         }
-        // SAFETY: tail - head <= mask, so slot `tail` is outside the
-        // consumer's readable window and only this producer touches it.
-        unsafe { (*s.slots[tail & s.mask].get()).write(item) };
-        s.tail.store(tail + 1, Ordering::Release);
+        // SAFETY: next - head <= mask, so slot `next` is outside the
+        // consumer's readable window (which ends at the published tail <=
+        // next) and only this producer touches it.
+        unsafe { (*s.slots[next & s.mask].get()).write(item) };
+        self.unpublished.set(next + 1);
         Ok(())
+    }
+
+    /// Makes every written item visible to the consumer.
+    pub(crate) fn publish(&self) {
+        self.shared.tail.store(self.unpublished.get(), Ordering::Release);
     }
 
     /// Whether the ring has room for one more item (exact for the
     /// producer: the consumer can only make more room).
     pub(crate) fn has_room(&self) -> bool {
         let s = &*self.shared;
-        let tail = s.tail.load(Ordering::Relaxed);
-        tail - s.head.load(Ordering::Acquire) <= s.mask
+        self.unpublished.get() - s.head.load(Ordering::Acquire) <= s.mask
     }
 }
 
@@ -127,6 +148,18 @@ mod tests {
         }
         assert!(c.peek().is_none());
         assert!(p.has_room());
+    }
+
+    #[test]
+    fn written_items_appear_only_when_published() {
+        let (p, c) = ring::<u32>(4);
+        p.write(1).unwrap();
+        p.write(2).unwrap();
+        assert!(c.peek().is_none());
+        p.publish();
+        assert_eq!(c.peek(), Some(1));
+        c.advance();
+        assert_eq!(c.peek(), Some(2));
     }
 
     #[test]

@@ -29,12 +29,12 @@ pub(crate) unsafe fn run_step(step: &Step, sram: *mut f32, kernel: KernelImpl) {
                 kernels::matmul_tile(c, a, b, kernel);
             }
         }
-        Step::Store { src, dst, stride, relu } => {
+        Step::Store { src, dst, stride, relu, rows, cols } => {
             let tile = unsafe { &mut *(sram.add(src) as *mut Tile) };
             if relu {
                 kernels::relu_tile(tile, kernel);
             }
-            unsafe { copy_tile_out(dst, stride, tile.as_ptr()) }
+            unsafe { copy_tile_out(dst, stride, tile.as_ptr(), rows, cols) }
         }
     }
 }

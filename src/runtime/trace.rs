@@ -4,6 +4,21 @@ use super::lanes::Interval;
 use super::schedule::Op;
 use std::fmt::Write;
 
+/// Trace lane of the thread that called `execute`.
+const CALLER_TID: u32 = 100;
+
+/// Phases of one `execute` call on the calling thread, in ns since the
+/// engine's epoch.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CallTimes {
+    pub start: u64,
+    /// Validation and planning done (or the cached plan found).
+    pub planned: u64,
+    /// Every op handed to the lanes (pipelined) or `planned` (sequential).
+    pub dispatched: u64,
+    pub end: u64,
+}
+
 /// Sorts and merges `v` into disjoint intervals.
 fn union(v: &mut Vec<(u64, u64)>) {
     v.sort_unstable();
@@ -37,7 +52,7 @@ pub(crate) fn overlap_ns(a: &mut Vec<(u64, u64)>, b: &mut Vec<(u64, u64)>) -> u6
 
 /// The Chrome trace-event JSON of one run: a complete event ("ph":"X")
 /// per op on the thread that ran it, with the op's fields as args.
-pub(crate) fn chrome_json(ops: &[Op], intervals: &[Interval], pipelined: bool) -> String {
+pub(crate) fn chrome_json(ops: &[Op], intervals: &[Interval], pipelined: bool, call: &CallTimes) -> String {
     let mut s = String::with_capacity(128 + intervals.len() * 200);
     s.push_str("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
     let threads = intervals.iter().map(|iv| iv.thread).max().map_or(1, |m| m as usize + 1).max(2);
@@ -55,6 +70,25 @@ pub(crate) fn chrome_json(ops: &[Op], intervals: &[Interval], pipelined: bool) -
     }
     let _ =
         write!(s, "{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{{\"name\":\"mini_runtime engine\"}}}}");
+    let _ = write!(
+        s,
+        ",\n{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":{CALLER_TID},\"args\":{{\"name\":\"calling thread\"}}}}"
+    );
+    let phases = [
+        ("validate + plan", call.start, call.planned),
+        ("dispatch to lanes", call.planned, call.dispatched),
+        ("wait for lanes", call.dispatched, call.end),
+    ];
+    for (name, from, to) in phases {
+        if pipelined || name == "validate + plan" {
+            let _ = write!(
+                s,
+                ",\n{{\"name\":\"{name}\",\"cat\":\"call\",\"ph\":\"X\",\"pid\":1,\"tid\":{CALLER_TID},\"ts\":{:.3},\"dur\":{:.3}}}",
+                from as f64 / 1000.0,
+                to.saturating_sub(from) as f64 / 1000.0
+            );
+        }
+    }
     for iv in intervals {
         let op = &ops[iv.index as usize];
         let args = match op {

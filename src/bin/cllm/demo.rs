@@ -1,8 +1,14 @@
-//! `cllm demo`: the main job on embedded defaults. For now the
-//! kissing-spheres part: a 4-level tree on a bounded worker pool counts the
+//! `cllm demo`: the main job on embedded defaults.
+//!
+//! Kissing spheres: a 4-level tree on a bounded worker pool counts the
 //! primes below N by residue class mod 12, each sphere summing into its own
 //! reduction buffer; the hierarchical reduction gives the totals, checked
 //! against a sieve; level-1 spheres report to the root by mailbox.
+//!
+//! mini_runtime: see `demo_engine.rs`.
+
+#[path = "demo_engine.rs"]
+mod demo_engine;
 
 use cllm::spheres::{MessageKind, Priority, Shape, SphereOptions, SphereSystem};
 use std::sync::Arc;
@@ -15,10 +21,12 @@ struct Args {
     levels: usize,
     items: u64,
     threads: usize,
+    trace: std::path::PathBuf,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args { levels: DEFAULT_LEVELS, items: DEFAULT_ITEMS, threads: 0 };
+    let trace = std::env::temp_dir().join("cllm_engine_trace.json");
+    let mut a = Args { levels: DEFAULT_LEVELS, items: DEFAULT_ITEMS, threads: 0, trace };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -28,7 +36,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--levels" => a.levels = value("--levels")? as usize,
             "--items" => a.items = value("--items")?,
             "--threads" => a.threads = value("--threads")? as usize,
-            other => return Err(format!("demo: unknown option {other} (options: --levels N --items N --threads N)")),
+            "--trace" => a.trace = it.next().ok_or("--trace needs a file path")?.into(),
+            other => {
+                return Err(format!(
+                    "demo: unknown option {other} (options: --levels N --items N --threads N --trace FILE)"
+                ))
+            }
         }
     }
     Ok(a)
@@ -71,7 +84,8 @@ fn sieve_counts(n: u64) -> [u64; 12] {
 /// Runs the demo.
 pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
-    spheres_part(&a).map_err(|e| e.to_string())
+    spheres_part(&a).map_err(|e| e.to_string())?;
+    demo_engine::engine_part(&a.trace).map_err(|e| e.to_string())
 }
 
 fn spheres_part(a: &Args) -> cllm::Result<()> {
