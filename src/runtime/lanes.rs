@@ -7,19 +7,20 @@
 use super::kernels::KernelImpl;
 use super::plan::{Plan, PlannedOp, LANE_COMPUTE, LANE_LOAD, LANE_STORE, MAX_LANES};
 use super::ring::{ring, Consumer, Producer};
-use super::step::run_step;
+use super::step::{prefetch, run_step};
 use crate::error::{Error, Result};
 use crate::sys::Parker;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// Items per ring; the caller waits (spin, then park) when one is full.
-const RING_CAPACITY: usize = 256;
+/// Items per ring (256 KiB). When one is full the caller waits until it is
+/// half empty, so it is woken once per half ring rather than once per op.
+const RING_CAPACITY: usize = 1 << 16;
 /// How long to check before parking: first spinning on the CPU, then
 /// yielding it to any other runnable thread between checks.
 #[derive(Clone, Copy)]
@@ -36,11 +37,16 @@ const LANE_PATIENCE: Patience = Patience { spin_ns: 60_000, total_ns: 60_000 };
 /// them when the lanes fill the CPUs, so it parks almost at once.
 const CALLER_PATIENCE: Patience = Patience { spin_ns: 0, total_ns: 0 };
 
-/// What travels through a ring: an op, or the end of a batch, after which
-/// the lane publishes what it recorded.
-#[derive(Clone, Copy)]
-enum Item {
-    Op(PlannedOp),
+/// What travels through a ring: the index of an op in the current plan,
+/// or [`END`]. Four bytes an item keep the rings small enough to take a
+/// whole schedule, so the caller hands it over in one go.
+type Slot = u32;
+/// The end of a batch, after which the lane publishes what it recorded.
+const END: Slot = u32::MAX;
+
+/// A decoded ring item.
+enum Item<'a> {
+    Op(&'a PlannedOp),
     End,
 }
 
@@ -85,6 +91,11 @@ struct Shared {
     /// 0 = calling thread, 1 = DMA thread, 2.. = compute threads.
     sleepers: Vec<CachePadded<Sleeper>>,
     caller_wants: AtomicU8,
+    /// The ops of the current run (see `decode`).
+    plan: AtomicPtr<PlannedOp>,
+    plan_len: AtomicUsize,
+    /// The lane whose ring the caller waits on when it wants room.
+    room_lane: AtomicUsize,
     failed: AtomicBool,
     /// A thread died outside an op; the pipeline cannot be used again.
     broken: AtomicBool,
@@ -92,6 +103,7 @@ struct Shared {
     shutdown: AtomicBool,
     /// 0 = DMA thread, 1.. = compute threads.
     records: Vec<Mutex<LaneRecord>>,
+
     sram: SramPtr,
     kernel: KernelImpl,
     epoch: Instant,
@@ -133,9 +145,30 @@ impl Shared {
                 self.wake(who);
             }
         }
-        if self.caller_wants.load(Ordering::Relaxed) == WANT_ROOM {
+    }
+
+    /// After a lane consumed an item of `lane`: wake the caller if it
+    /// waits for room there and the ring is at most half full.
+    fn consumed(&self, lane: usize, ring: &Consumer<Slot>) {
+        if self.caller_wants.load(Ordering::Relaxed) == WANT_ROOM
+            && self.room_lane.load(Ordering::Relaxed) == lane
+            && ring.len() <= RING_CAPACITY / 2
+        {
             self.wake(0);
         }
+    }
+
+    /// The item a ring slot stands for.
+    fn decode(&self, slot: Slot) -> Item<'_> {
+        if slot == END {
+            return Item::End;
+        }
+        let (ops, len) = (self.plan.load(Ordering::Relaxed), self.plan_len.load(Ordering::Relaxed));
+        assert!((slot as usize) < len, "ring slot {slot} outside the plan ({len} ops)");
+        // SAFETY: the caller stored the plan before publishing any slot of
+        // this run (the ring's release/acquire orders it), and keeps the
+        // plan alive and unchanged until every lane has consumed its END.
+        Item::Op(unsafe { &*ops.add(slot as usize) })
     }
 
     fn ready(&self, op: &PlannedOp) -> bool {
@@ -205,7 +238,7 @@ pub(crate) struct RunRecord {
 pub(crate) struct Pipeline {
     shared: Arc<Shared>,
     /// Indexed by virtual lane.
-    producers: Vec<Producer<Item>>,
+    producers: Vec<Producer<Slot>>,
     threads: Vec<JoinHandle<()>>,
     lanes: usize,
 }
@@ -227,11 +260,15 @@ impl Pipeline {
                 .map(|_| CachePadded::new(Sleeper { parker: Parker::default(), sleeping: AtomicBool::new(false) }))
                 .collect(),
             caller_wants: AtomicU8::new(WANT_NOTHING),
+            plan: AtomicPtr::new(std::ptr::null_mut()),
+            plan_len: AtomicUsize::new(0),
+            room_lane: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             error: Mutex::new(None),
             shutdown: AtomicBool::new(false),
             records: (0..1 + compute_threads).map(|_| Mutex::new(LaneRecord::default())).collect(),
+
             sram,
             kernel,
             epoch,
@@ -240,7 +277,7 @@ impl Pipeline {
         let mut producers = Vec::with_capacity(lanes);
         let mut consumers = Vec::with_capacity(lanes);
         for _ in 0..lanes {
-            let (p, c) = ring::<Item>(RING_CAPACITY);
+            let (p, c) = ring::<Slot>(RING_CAPACITY);
             producers.push(p);
             consumers.push(Some(c));
         }
@@ -248,7 +285,7 @@ impl Pipeline {
         // Thread t: 0 = DMA with the STORE lane first (finishing results
         // frees accumulators sooner), then LOAD; t >= 1 = compute lane t-1.
         for t in 0..1 + compute_threads {
-            let rings: Vec<(usize, Consumer<Item>)> = if t == 0 {
+            let rings: Vec<(usize, Consumer<Slot>)> = if t == 0 {
                 vec![
                     (LANE_STORE, consumers[LANE_STORE].take().expect("unused")),
                     (LANE_LOAD, consumers[LANE_LOAD].take().expect("unused")),
@@ -302,7 +339,7 @@ impl Pipeline {
 
     /// Writes `item` to `lane`'s ring, unpublished; when the ring is full,
     /// publishes it and waits for room.
-    fn push(&self, lane: usize, mut item: Item) {
+    fn push(&self, lane: usize, mut item: Slot) {
         let sh = &*self.shared;
         loop {
             match self.producers[lane].write(item) {
@@ -312,9 +349,11 @@ impl Pipeline {
                     // Publish every lane, not just the full one: its ops
                     // may wait for ops still unpublished elsewhere.
                     self.publish_all();
+                    sh.room_lane.store(lane, Ordering::Relaxed);
                     sh.caller_wants.store(WANT_ROOM, Ordering::Relaxed);
+                    let ring = &self.producers[lane];
                     sh.wait_until(0, CALLER_PATIENCE, || {
-                        self.producers[lane].has_room() || sh.broken.load(Ordering::Acquire)
+                        ring.len() <= ring.capacity() / 2 || sh.broken.load(Ordering::Acquire)
                     });
                     sh.caller_wants.store(WANT_NOTHING, Ordering::Relaxed);
                     if sh.broken.load(Ordering::Acquire) {
@@ -339,16 +378,19 @@ impl Pipeline {
         }
         sh.failed.store(false, Ordering::Relaxed);
         *sh.error.lock() = None;
+        // Published to the lanes with the first slot (release on the tail).
+        sh.plan.store(plan.ops.as_ptr().cast_mut(), Ordering::Relaxed);
+        sh.plan_len.store(plan.ops.len(), Ordering::Relaxed);
         let mut pushed = [0u32; MAX_LANES];
-        for op in &plan.ops {
+        for (i, op) in plan.ops.iter().enumerate() {
             if sh.failed.load(Ordering::Relaxed) || sh.broken.load(Ordering::Relaxed) {
                 break;
             }
-            self.push(op.lane as usize, Item::Op(*op));
+            self.push(op.lane as usize, i as Slot);
             pushed[op.lane as usize] += 1;
         }
         for (lane, count) in pushed.iter_mut().enumerate().take(self.lanes) {
-            self.push(lane, Item::End);
+            self.push(lane, END);
             *count += 1;
         }
         self.publish_all();
@@ -394,14 +436,14 @@ impl Drop for Pipeline {
     }
 }
 
-fn lane_thread(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
+fn lane_thread(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Slot>)]) {
     if catch_unwind(AssertUnwindSafe(|| lane_loop(sh, thread, rings))).is_err() {
         sh.broken.store(true, Ordering::Release);
         sh.fail(Error::System(format!("pipeline thread {thread} panicked outside an op")));
     }
 }
 
-fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
+fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Slot>)]) {
     let me = thread + 1;
     let mut local = LaneRecord::default();
     // The (lane, seq) of the op last counted as stalled, so a long wait
@@ -411,8 +453,8 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
     loop {
         let mut progressed = false;
         for (lane, ring) in rings {
-            let Some(item) = ring.peek() else { continue };
-            match item {
+            let Some(slot) = ring.peek() else { continue };
+            match sh.decode(slot) {
                 Item::End => {
                     let mut rec = sh.records[thread].lock();
                     rec.intervals.append(&mut local.intervals);
@@ -430,12 +472,19 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
                 }
                 Item::Op(op) => {
                     if !sh.failed.load(Ordering::Acquire) {
-                        if !sh.ready(&op) {
+                        if !sh.ready(op) {
                             if stalled != Some((*lane, seq[*lane])) {
                                 stalled = Some((*lane, seq[*lane]));
                                 local.stalls += 1;
                             }
                             continue;
+                        }
+                        // Start fetching the next op's data (written by the
+                        // other core) while this one runs.
+                        if let Some(Item::Op(next)) = ring.peek_second().map(|s| sh.decode(s)) {
+                            if sh.ready(next) {
+                                prefetch(&next.step, sh.sram.0);
+                            }
                         }
                         let start = sh.now();
                         let result = if u64::from(op.index) == sh.fault.load(Ordering::Relaxed) {
@@ -457,6 +506,7 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
                     ring.advance();
                     sh.done[*lane].store(sh.done[*lane].load(Ordering::Relaxed) + 1, Ordering::Release);
                     sh.completed(me);
+                    sh.consumed(*lane, ring);
                     progressed = true;
                 }
             }
@@ -469,8 +519,8 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Item>)]) {
         }
         sh.wait_until(me, LANE_PATIENCE, || {
             sh.shutdown.load(Ordering::Acquire)
-                || rings.iter().any(|(_, r)| match r.peek() {
-                    Some(Item::Op(op)) => sh.failed.load(Ordering::Acquire) || sh.ready(&op),
+                || rings.iter().any(|(_, r)| match r.peek().map(|s| sh.decode(s)) {
+                    Some(Item::Op(op)) => sh.failed.load(Ordering::Acquire) || sh.ready(op),
                     Some(Item::End) => true,
                     None => false,
                 })

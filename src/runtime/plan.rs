@@ -82,7 +82,7 @@ unsafe impl Send for PlannedOp {}
 
 /// Spare physical tiles of a pipelined engine beyond its SRAM: how far the
 /// DMA lane may run ahead of compute when addresses are reused.
-pub(crate) const RUNAHEAD_TILES: usize = 64;
+pub(crate) const RUNAHEAD_TILES: usize = 16;
 
 /// Validation state of one logical SRAM block, valid when `epoch` is current.
 #[derive(Clone, Copy, Default)]

@@ -95,11 +95,15 @@ impl<T: Copy + Send> Producer<T> {
         self.shared.tail.store(self.unpublished.get(), Ordering::Release);
     }
 
-    /// Whether the ring has room for one more item (exact for the
-    /// producer: the consumer can only make more room).
-    pub(crate) fn has_room(&self) -> bool {
-        let s = &*self.shared;
-        self.unpublished.get() - s.head.load(Ordering::Acquire) <= s.mask
+    /// Items written and not yet consumed (exact for the producer: the
+    /// consumer can only make it smaller).
+    pub(crate) fn len(&self) -> usize {
+        self.unpublished.get() - self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// How many items the ring holds at most.
+    pub(crate) fn capacity(&self) -> usize {
+        self.shared.mask + 1
     }
 }
 
@@ -118,6 +122,26 @@ impl<T: Copy + Send> Consumer<T> {
         // (published by the release store of tail, read with acquire) and
         // will not touch it until head moves past it.
         Some(unsafe { (*s.slots[head & s.mask].get()).assume_init() })
+    }
+
+    /// The item after the oldest one, if it is published.
+    pub(crate) fn peek_second(&self) -> Option<T> {
+        let s = &*self.shared;
+        let next = s.head.load(Ordering::Relaxed) + 1;
+        if next >= self.cached_tail.get() {
+            self.cached_tail.set(s.tail.load(Ordering::Acquire));
+            if next >= self.cached_tail.get() {
+                return None;
+            }
+        }
+        // SAFETY: next < tail: published and not consumed, as in `peek`.
+        Some(unsafe { (*s.slots[next & s.mask].get()).assume_init() })
+    }
+
+    /// Published items not yet consumed.
+    pub(crate) fn len(&self) -> usize {
+        let s = &*self.shared;
+        s.tail.load(Ordering::Acquire) - s.head.load(Ordering::Relaxed)
     }
 
     /// Removes the oldest item (after a successful `peek`).
@@ -141,13 +165,14 @@ mod tests {
             p.push(i).unwrap();
         }
         assert_eq!(p.push(9), Err(9), "capacity rounds up to 4");
-        assert!(!p.has_room());
+        assert_eq!((p.len(), c.len(), p.capacity()), (4, 4, 4));
+        assert_eq!((c.peek(), c.peek_second()), (Some(0), Some(1)));
         for i in 0..4 {
             assert_eq!(c.peek(), Some(i));
             c.advance();
         }
         assert!(c.peek().is_none());
-        assert!(p.has_room());
+        assert_eq!(p.len(), 0);
     }
 
     #[test]

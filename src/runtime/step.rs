@@ -5,6 +5,54 @@
 use super::kernels::{self, KernelImpl, Tile};
 use super::memory::{copy_tile_in, copy_tile_out};
 use super::plan::Step;
+#[cfg(target_arch = "x86_64")]
+use super::{ALIGNMENT, TILE_BYTES, TILE_DIM};
+
+/// Asks the CPU to start fetching what `step` will read, so that data
+/// another core just wrote arrives while the current op still runs. Only a
+/// hint: it never faults and changes no memory.
+pub(crate) fn prefetch(step: &Step, sram: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
+        let tile = |off: usize| {
+            let base = sram.wrapping_add(off) as *const i8;
+            for line in 0..TILE_BYTES / ALIGNMENT {
+                // SAFETY: prefetch is a hint that never faults, whatever
+                // the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line * ALIGNMENT)) };
+            }
+        };
+        match *step {
+            Step::Exec { a, b, acc, zero_first } => {
+                tile(a);
+                tile(b);
+                if !zero_first {
+                    tile(acc);
+                }
+            }
+            Step::Store { src, .. } => tile(src),
+            Step::Load { dst, src, stride } => {
+                let base = sram.wrapping_add(dst) as *const i8;
+                for line in 0..TILE_BYTES / ALIGNMENT {
+                    // SAFETY: as above, a hint (for writing: the lines come
+                    // back from the core that last read them).
+                    unsafe { _mm_prefetch::<_MM_HINT_ET0>(base.wrapping_add(line * ALIGNMENT)) };
+                }
+                for r in 0..TILE_DIM {
+                    let row = src.wrapping_add(r * stride) as *const i8;
+                    // SAFETY: as above, a hint.
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(row);
+                        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(ALIGNMENT));
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (step, sram);
+}
 
 /// Runs `step` against the SRAM at `sram`.
 ///
