@@ -21,21 +21,17 @@ use std::time::Instant;
 /// Items per ring (256 KiB). When one is full the caller waits until it is
 /// half empty, so it is woken once per half ring rather than once per op.
 const RING_CAPACITY: usize = 1 << 16;
-/// How long to check before parking: first spinning on the CPU, then
-/// yielding it to any other runnable thread between checks.
-#[derive(Clone, Copy)]
-struct Patience {
-    spin_ns: u64,
-    total_ns: u64,
-}
-
-/// Lanes: spinning covers the hand-offs inside a run (ops take 0.1–0.5
-/// µs); the yielding phase lets the next `execute` of a loop find the
-/// lanes awake, yet gives a core back quickly to an idle process.
-const LANE_PATIENCE: Patience = Patience { spin_ns: 60_000, total_ns: 60_000 };
-/// The caller only waits for the lanes: every cycle it spins is taken from
-/// them when the lanes fill the CPUs, so it parks almost at once.
-const CALLER_PATIENCE: Patience = Patience { spin_ns: 0, total_ns: 0 };
+/// How long a lane spins before it parks, when every pipeline thread has a
+/// CPU of its own: covers the hand-offs inside a run (ops take 0.1–0.5 µs)
+/// and lets the next `execute` of a loop find the lanes awake. Spinning
+/// never yields: on this VM any system call costs the lane its warm caches.
+const LANE_SPIN_NS: u64 = 60_000;
+/// The same when there are more pipeline threads than usable CPUs: then a
+/// spinning lane takes the CPU from the lane it waits for.
+const OVERSUBSCRIBED_SPIN_NS: u64 = 2_000;
+/// The caller only waits for the lanes, whose CPUs it would take: it
+/// parks at once.
+const CALLER_SPIN_NS: u64 = 0;
 
 /// What travels through a ring: the index of an op in the current plan,
 /// or [`END`]. Four bytes an item keep the rings small enough to take a
@@ -75,7 +71,6 @@ struct Sleeper {
 
 const WANT_NOTHING: u8 = 0;
 const WANT_ROOM: u8 = 1;
-const WANT_COMPLETION: u8 = 2;
 
 /// Base of the SRAM buffer, shared with the lanes.
 #[derive(Clone, Copy)]
@@ -91,6 +86,10 @@ struct Shared {
     /// 0 = calling thread, 1 = DMA thread, 2.. = compute threads.
     sleepers: Vec<CachePadded<Sleeper>>,
     caller_wants: AtomicU8,
+    /// How long lanes spin before parking.
+    lane_spin_ns: u64,
+    /// Lanes that have not yet reached the END of the current run.
+    ends_pending: AtomicUsize,
     /// The ops of the current run (see `decode`).
     plan: AtomicPtr<PlannedOp>,
     plan_len: AtomicUsize,
@@ -179,33 +178,28 @@ impl Shared {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Spins briefly, yields for a while, then parks until `cond` holds.
-    fn wait_until(&self, me: usize, patience: Patience, mut cond: impl FnMut() -> bool) {
+    /// Spins for up to `spin_ns`, then parks until `cond` holds.
+    fn wait_until(&self, me: usize, spin_ns: u64, mut cond: impl FnMut() -> bool) {
         if cond() {
             return;
         }
-        let start = Instant::now();
-        let mut round = 0u32;
-        loop {
-            // Check the clock only every few rounds: it costs more than a
-            // pause.
-            for _ in 0..8 {
-                for _ in 0..(1u32 << round.min(5)) {
-                    std::hint::spin_loop();
+        if spin_ns > 0 {
+            let start = Instant::now();
+            let mut round = 0u32;
+            'spin: loop {
+                // Check the clock only every few rounds: it costs more than
+                // a pause.
+                for _ in 0..8 {
+                    for _ in 0..(1u32 << round.min(5)) {
+                        std::hint::spin_loop();
+                    }
+                    round += 1;
+                    if cond() {
+                        return;
+                    }
                 }
-                round += 1;
-                if cond() {
-                    return;
-                }
-            }
-            let waited = start.elapsed().as_nanos() as u64;
-            if waited >= patience.total_ns {
-                break;
-            }
-            if waited >= patience.spin_ns {
-                std::thread::yield_now();
-                if cond() {
-                    return;
+                if start.elapsed().as_nanos() as u64 >= spin_ns {
+                    break 'spin;
                 }
             }
         }
@@ -260,6 +254,12 @@ impl Pipeline {
                 .map(|_| CachePadded::new(Sleeper { parker: Parker::default(), sleeping: AtomicBool::new(false) }))
                 .collect(),
             caller_wants: AtomicU8::new(WANT_NOTHING),
+            lane_spin_ns: if 1 + compute_threads <= crate::sys::usable_cpus() {
+                LANE_SPIN_NS
+            } else {
+                OVERSUBSCRIBED_SPIN_NS
+            },
+            ends_pending: AtomicUsize::new(0),
             plan: AtomicPtr::new(std::ptr::null_mut()),
             plan_len: AtomicUsize::new(0),
             room_lane: AtomicUsize::new(0),
@@ -352,7 +352,7 @@ impl Pipeline {
                     sh.room_lane.store(lane, Ordering::Relaxed);
                     sh.caller_wants.store(WANT_ROOM, Ordering::Relaxed);
                     let ring = &self.producers[lane];
-                    sh.wait_until(0, CALLER_PATIENCE, || {
+                    sh.wait_until(0, CALLER_SPIN_NS, || {
                         ring.len() <= ring.capacity() / 2 || sh.broken.load(Ordering::Acquire)
                     });
                     sh.caller_wants.store(WANT_NOTHING, Ordering::Relaxed);
@@ -389,18 +389,18 @@ impl Pipeline {
             self.push(op.lane as usize, i as Slot);
             pushed[op.lane as usize] += 1;
         }
+        sh.ends_pending.store(self.lanes, Ordering::Relaxed);
         for (lane, count) in pushed.iter_mut().enumerate().take(self.lanes) {
             self.push(lane, END);
             *count += 1;
         }
         self.publish_all();
         out.dispatched = sh.now();
-        sh.caller_wants.store(WANT_COMPLETION, Ordering::Relaxed);
         let finished = || {
             sh.broken.load(Ordering::Acquire)
                 || pushed[..self.lanes].iter().zip(&sh.done).all(|(p, d)| d.load(Ordering::Acquire) == *p)
         };
-        sh.wait_until(0, CALLER_PATIENCE, finished);
+        sh.wait_until(0, CALLER_SPIN_NS, finished);
         sh.caller_wants.store(WANT_NOTHING, Ordering::Relaxed);
         if sh.broken.load(Ordering::Acquire) {
             return Err(sh.error.lock().take().unwrap_or_else(|| Error::System("a pipeline thread died".into())));
@@ -464,8 +464,11 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Slot>)]) {
                     ring.advance();
                     // Only this thread writes the counter of its lane.
                     sh.done[*lane].store(sh.done[*lane].load(Ordering::Relaxed) + 1, Ordering::Release);
-                    fence(Ordering::SeqCst);
-                    if sh.caller_wants.load(Ordering::Relaxed) == WANT_COMPLETION {
+                    // Only the lane that ends the run wakes the caller: a
+                    // wake-up from the others would find it unfinished, and
+                    // the kernel would move the caller to their CPU.
+                    if sh.ends_pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        fence(Ordering::SeqCst);
                         sh.wake(0);
                     }
                     progressed = true;
@@ -517,7 +520,7 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Slot>)]) {
         if sh.shutdown.load(Ordering::Acquire) && rings.iter().all(|(_, r)| r.peek().is_none()) {
             return;
         }
-        sh.wait_until(me, LANE_PATIENCE, || {
+        sh.wait_until(me, sh.lane_spin_ns, || {
             sh.shutdown.load(Ordering::Acquire)
                 || rings.iter().any(|(_, r)| match r.peek().map(|s| sh.decode(s)) {
                     Some(Item::Op(op)) => sh.failed.load(Ordering::Acquire) || sh.ready(op),
