@@ -254,7 +254,8 @@ impl Pipeline {
                 .map(|_| CachePadded::new(Sleeper { parker: Parker::default(), sleeping: AtomicBool::new(false) }))
                 .collect(),
             caller_wants: AtomicU8::new(WANT_NOTHING),
-            lane_spin_ns: if 1 + compute_threads <= crate::sys::usable_cpus() {
+            // The DMA thread plus the compute threads, each on a CPU.
+            lane_spin_ns: if compute_threads < crate::sys::usable_cpus() {
                 LANE_SPIN_NS
             } else {
                 OVERSUBSCRIBED_SPIN_NS
