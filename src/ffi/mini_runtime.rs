@@ -443,9 +443,9 @@ pub unsafe extern "C" fn mr_engine_tensor_id(engine: *const MrEngine, name: *con
     )
 }
 
-/// # Safety
-/// `data` must be NULL or valid for `rows * cols` floats.
-unsafe fn floats<'a>(data: *const f32, rows: usize, cols: usize) -> Result<&'a [f32]> {
+/// Checks a caller's float buffer for `rows * cols` floats and returns the
+/// count (no slice is made here: an output buffer may be uninitialised).
+fn float_count(data: *const f32, rows: usize, cols: usize) -> Result<usize> {
     let n = rows
         .checked_mul(cols)
         .filter(|n| *n <= isize::MAX as usize / 4)
@@ -456,8 +456,7 @@ unsafe fn floats<'a>(data: *const f32, rows: usize, cols: usize) -> Result<&'a [
     if data.align_offset(std::mem::align_of::<f32>()) != 0 {
         return Err(invalid!("data is not aligned for float"));
     }
-    // SAFETY: non-NULL, aligned, and valid for n floats per the contract.
-    Ok(unsafe { std::slice::from_raw_parts(data, n) })
+    Ok(n)
 }
 
 /// Copies row-major `data` (rows x cols, the registered shape) into the
@@ -476,8 +475,9 @@ pub unsafe extern "C" fn mr_engine_set_tensor(
 ) -> c_int {
     guard_status(|| {
         let e = self::engine(engine)?;
-        // SAFETY: per the contract.
-        let (name, data) = unsafe { (c_str(name, "name")?, floats(data, rows, cols)?) };
+        let n = float_count(data, rows, cols)?;
+        // SAFETY: per the contract: NUL-terminated name, n readable floats.
+        let (name, data) = unsafe { (c_str(name, "name")?, std::slice::from_raw_parts(data, n)) };
         e.inner.lock().engine.set_tensor(name, data, rows, cols)
     })
 }
@@ -497,11 +497,11 @@ pub unsafe extern "C" fn mr_engine_get_tensor(
 ) -> c_int {
     guard_status(|| {
         let e = self::engine(engine)?;
-        // SAFETY: per the contract; the slice is only written.
-        let (name, out) = unsafe {
-            let s = floats(data, rows, cols)?;
-            (c_str(name, "name")?, std::slice::from_raw_parts_mut(data, s.len()))
-        };
+        let n = float_count(data, rows, cols)?;
+        // SAFETY: per the contract: NUL-terminated name, n writable floats;
+        // the slice is only written (C buffers hold plain floats, never
+        // trap representations).
+        let (name, out) = unsafe { (c_str(name, "name")?, std::slice::from_raw_parts_mut(data, n)) };
         e.inner.lock().engine.get_tensor(name, out, rows, cols)
     })
 }

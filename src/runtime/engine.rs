@@ -236,6 +236,9 @@ impl Engine {
     /// names the op and the reason and changes no tensor. SRAM reads as
     /// zero wherever the schedule reads it before writing it.
     pub fn execute(&mut self, ops: &[Op]) -> Result<()> {
+        if self.pipeline.as_ref().is_some_and(Pipeline::is_broken) {
+            return Err(Error::System("a pipeline thread died earlier; this engine cannot run again".into()));
+        }
         let t0 = Instant::now();
         let start = self.now();
         // Running the same schedule again (the usual loop) reuses its plan:
@@ -257,7 +260,16 @@ impl Engine {
         }
         let base = self.sram.as_mut_ptr();
         let result = match &mut self.pipeline {
-            Some(p) => p.run(plan, &mut self.record),
+            Some(p) => {
+                let r = p.run(plan, &mut self.record);
+                if p.is_broken() {
+                    // Surviving lanes may still read the plan: keep its
+                    // memory alive for good rather than free it under them.
+                    std::mem::forget(std::mem::take(&mut self.planner.plan.ops));
+                    self.plan_valid = false;
+                }
+                r
+            }
             None => {
                 let rec = &mut self.record;
                 rec.dispatched = planned;

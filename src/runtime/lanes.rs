@@ -44,6 +44,8 @@ const END: Slot = u32::MAX;
 enum Item<'a> {
     Op(&'a PlannedOp),
     End,
+    /// A slot that could not be decoded (the run has been failed).
+    Skip,
 }
 
 /// One op's run on a lane, in ns since the engine's epoch.
@@ -163,7 +165,12 @@ impl Shared {
             return Item::End;
         }
         let (ops, len) = (self.plan.load(Ordering::Relaxed), self.plan_len.load(Ordering::Relaxed));
-        assert!((slot as usize) < len, "ring slot {slot} outside the plan ({len} ops)");
+        if slot as usize >= len {
+            // Cannot happen (the caller only pushes indices of the plan);
+            // fail the run rather than read outside it.
+            self.fail(Error::System(format!("ring slot {slot} outside the plan ({len} ops)")));
+            return Item::Skip;
+        }
         // SAFETY: the caller stored the plan before publishing any slot of
         // this run (the ring's release/acquire orders it), and keeps the
         // plan alive and unchanged until every lane has consumed its END.
@@ -314,6 +321,13 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// Whether a pipeline thread died outside an op; the pipeline (and the
+    /// plan it was running, which surviving lanes may still read) must not
+    /// be used again.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.shared.broken.load(Ordering::Acquire)
+    }
+
     /// Makes the op with schedule index `index` fail on its lane (tests of
     /// the error path); `None` clears it.
     pub(crate) fn inject_fault(&self, index: Option<u32>) {
@@ -368,6 +382,9 @@ impl Pipeline {
     /// Runs `plan` on the lanes and waits until every op is done or the
     /// run failed; the caller's SRAM zeroing must already be done.
     pub(crate) fn run(&mut self, plan: &Plan, out: &mut RunRecord) -> Result<()> {
+        out.intervals.clear();
+        out.dma_stalls = 0;
+        out.compute_stalls = 0;
         let sh = &*self.shared;
         if sh.broken.load(Ordering::Acquire) {
             return Err(Error::System("the pipeline lost a thread earlier; create a new engine".into()));
@@ -382,33 +399,27 @@ impl Pipeline {
         // Published to the lanes with the first slot (release on the tail).
         sh.plan.store(plan.ops.as_ptr().cast_mut(), Ordering::Relaxed);
         sh.plan_len.store(plan.ops.len(), Ordering::Relaxed);
-        let mut pushed = [0u32; MAX_LANES];
         for (i, op) in plan.ops.iter().enumerate() {
             if sh.failed.load(Ordering::Relaxed) || sh.broken.load(Ordering::Relaxed) {
                 break;
             }
             self.push(op.lane as usize, i as Slot);
-            pushed[op.lane as usize] += 1;
         }
         sh.ends_pending.store(self.lanes, Ordering::Relaxed);
-        for (lane, count) in pushed.iter_mut().enumerate().take(self.lanes) {
+        for lane in 0..self.lanes {
             self.push(lane, END);
-            *count += 1;
         }
         self.publish_all();
         out.dispatched = sh.now();
-        let finished = || {
-            sh.broken.load(Ordering::Acquire)
-                || pushed[..self.lanes].iter().zip(&sh.done).all(|(p, d)| d.load(Ordering::Acquire) == *p)
-        };
+        // The same counter that decides who wakes the caller decides when
+        // it is done, so a lane still between its last `done` update and its
+        // END cannot leak into the next run.
+        let finished = || sh.broken.load(Ordering::Acquire) || sh.ends_pending.load(Ordering::Acquire) == 0;
         sh.wait_until(0, CALLER_SPIN_NS, finished);
         sh.caller_wants.store(WANT_NOTHING, Ordering::Relaxed);
         if sh.broken.load(Ordering::Acquire) {
             return Err(sh.error.lock().take().unwrap_or_else(|| Error::System("a pipeline thread died".into())));
         }
-        out.intervals.clear();
-        out.dma_stalls = 0;
-        out.compute_stalls = 0;
         for (t, rec) in sh.records.iter().enumerate() {
             let mut rec = rec.lock();
             out.intervals.extend_from_slice(&rec.intervals);
@@ -456,6 +467,13 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Slot>)]) {
         for (lane, ring) in rings {
             let Some(slot) = ring.peek() else { continue };
             match sh.decode(slot) {
+                Item::Skip => {
+                    seq[*lane] += 1;
+                    ring.advance();
+                    sh.done[*lane].store(sh.done[*lane].load(Ordering::Relaxed) + 1, Ordering::Release);
+                    sh.completed(me);
+                    progressed = true;
+                }
                 Item::End => {
                     let mut rec = sh.records[thread].lock();
                     rec.intervals.append(&mut local.intervals);
@@ -525,7 +543,7 @@ fn lane_loop(sh: &Shared, thread: usize, rings: &[(usize, Consumer<Slot>)]) {
             sh.shutdown.load(Ordering::Acquire)
                 || rings.iter().any(|(_, r)| match r.peek().map(|s| sh.decode(s)) {
                     Some(Item::Op(op)) => sh.failed.load(Ordering::Acquire) || sh.ready(op),
-                    Some(Item::End) => true,
+                    Some(Item::End | Item::Skip) => true,
                     None => false,
                 })
         });

@@ -78,11 +78,12 @@ pub(crate) unsafe fn run_step(step: &Step, sram: *mut f32, kernel: KernelImpl) {
             }
         }
         Step::Store { src, dst, stride, relu, rows, cols } => {
-            let tile = unsafe { &mut *(sram.add(src) as *mut Tile) };
+            // Without ReLU a STORE only reads its tile, and an EXEC on
+            // another lane may read it at the same time: no `&mut` then.
             if relu {
-                kernels::relu_tile(tile, kernel);
+                kernels::relu_tile(unsafe { &mut *(sram.add(src) as *mut Tile) }, kernel);
             }
-            unsafe { copy_tile_out(dst, stride, tile.as_ptr(), rows, cols) }
+            unsafe { copy_tile_out(dst, stride, sram.add(src), rows, cols) }
         }
     }
 }
