@@ -4,10 +4,8 @@
 //! each tile kernel against sgemm on the same 32×32×32 tile.
 
 use super::bench_report::{median, percentile, Better, Measurement, Reporter, Target};
-use cllm::runtime::{
-    build_schedule, builder, kernels, reference_mlp_layers, BuildOptions, Engine, EngineConfig, KernelImpl,
-    MatmulLayer, Op, TensorRef,
-};
+use crate::mlp_fixture::{self, uniform};
+use cllm::runtime::{build_schedule, kernels, BuildOptions, Engine, EngineConfig, KernelImpl, MatmulLayer, TensorRef};
 use std::hint::black_box;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -29,35 +27,9 @@ fn err(e: cllm::Error) -> String {
     e.to_string()
 }
 
-/// Deterministic pseudo-random data in [-0.5, 0.5).
-fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
-/// An engine holding the reference MLP's tensors, and its schedule.
-fn mlp_engine(config: EngineConfig) -> Result<(Engine, Vec<Op>), String> {
-    let mut e = Engine::new(config).map_err(err)?;
-    let names = ["x", "w1", "h1", "w2", "h2", "w3", "out"];
-    let mut ids = [0u32; 7];
-    for (i, (name, (r, c))) in names.iter().zip(builder::REFERENCE_MLP_SHAPES).enumerate() {
-        ids[i] = e.register_tensor(name, r, c).map_err(err)?;
-        e.set_tensor(name, &data(r * c, i as u64), r, c).map_err(err)?;
-    }
-    let s = build_schedule(&reference_mlp_layers(ids), &BuildOptions::default()).map_err(err)?;
-    Ok((e, s.ops))
-}
-
 /// Per-iteration µs of `MLP_ITERS` runs after a warm-up.
 fn mlp_times(config: EngineConfig) -> Result<(Vec<f64>, cllm::runtime::EngineStats), String> {
-    let (mut e, ops) = mlp_engine(config)?;
+    let (mut e, ops) = mlp_fixture::engine(config, &mlp_fixture::inputs(1.0)).map_err(err)?;
     for _ in 0..200 {
         e.execute(&ops).map_err(err)?;
     }
@@ -152,7 +124,7 @@ const BIG: usize = 512;
 
 fn big(rep: &mut Reporter) -> Result<(), String> {
     let flops = 2.0 * (BIG * BIG * BIG) as f64;
-    let (a, b) = (data(BIG * BIG, 11), data(BIG * BIG, 12));
+    let (a, b) = (uniform(BIG * BIG, 11), uniform(BIG * BIG, 12));
     let run = |config: EngineConfig| -> Result<(f64, cllm::runtime::EngineStats), String> {
         let mut e = Engine::new(config).map_err(err)?;
         let ids = [
@@ -249,8 +221,8 @@ fn per_call(mut f: impl FnMut()) -> f64 {
 }
 
 fn tiles(rep: &mut Reporter) -> Result<(), String> {
-    let a: Box<kernels::Tile> = data(1024, 1).try_into().map_err(|_| "tile size")?;
-    let b: Box<kernels::Tile> = data(1024, 2).try_into().map_err(|_| "tile size")?;
+    let a: Box<kernels::Tile> = uniform(1024, 1).try_into().map_err(|_| "tile size")?;
+    let b: Box<kernels::Tile> = uniform(1024, 2).try_into().map_err(|_| "tile size")?;
     let mut c: Box<kernels::Tile> = Box::new([0.0; 1024]);
     let sgemm_ns = per_call(|| {
         // SAFETY: three 32×32 row-major tiles.

@@ -2,25 +2,13 @@
 //! builder, run sequentially and pipelined, checked against an f64
 //! reference, with stats and a Chrome trace of one pipelined run.
 
-use cllm::runtime::{build_schedule, builder, reference_mlp_layers, BuildOptions, Engine, EngineConfig, EngineStats};
+use crate::mlp_fixture;
+use cllm::runtime::{build_schedule, reference_mlp_layers, BuildOptions, EngineConfig, EngineStats};
 use std::path::Path;
 use std::time::Instant;
 
 /// Runs of the MLP per mode.
 const RUNS: usize = 500;
-
-/// Deterministic data in [-0.5, 0.5) scaled by `scale`.
-fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-        })
-        .collect()
-}
 
 /// `relu?(a · b)` in f64 for row-major matrices.
 fn reference(a: &[f64], b: &[f32], m: usize, k: usize, n: usize, relu: bool) -> Vec<f64> {
@@ -39,8 +27,6 @@ fn reference(a: &[f64], b: &[f32], m: usize, k: usize, n: usize, relu: bool) -> 
     c
 }
 
-const NAMES: [&str; 7] = ["x", "w1", "h1", "w2", "h2", "w3", "out"];
-
 /// Runs the MLP `RUNS` times in one mode; returns the output, the stats
 /// and the median µs per run.
 fn run_mode(
@@ -48,19 +34,11 @@ fn run_mode(
     inputs: &[Vec<f32>],
     trace: Option<&Path>,
 ) -> cllm::Result<(Vec<f32>, EngineStats, f64)> {
-    let mut e = Engine::new(config)?;
-    let mut ids = [0u32; 7];
-    for (i, (name, (r, c))) in NAMES.iter().zip(builder::REFERENCE_MLP_SHAPES).enumerate() {
-        ids[i] = e.register_tensor(name, r, c)?;
-        if !inputs[i].is_empty() {
-            e.set_tensor(name, &inputs[i], r, c)?;
-        }
-    }
-    let schedule = build_schedule(&reference_mlp_layers(ids), &BuildOptions { sram_bytes: config.sram_bytes })?;
+    let (mut e, ops) = mlp_fixture::engine(config, inputs)?;
     let mut times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let t = Instant::now();
-        e.execute(&schedule.ops)?;
+        e.execute(&ops)?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
     times.sort_by(f64::total_cmp);
@@ -91,13 +69,7 @@ pub fn engine_part(trace_path: &Path) -> cllm::Result<()> {
     println!(
         "\n== mini_runtime engine: reference MLP x 128x128 -> W1 128x64 -> ReLU -> W2 64x32 -> ReLU -> W3 32x32 =="
     );
-    let inputs: Vec<Vec<f32>> = builder::REFERENCE_MLP_SHAPES
-        .iter()
-        .enumerate()
-        .map(
-            |(i, (r, c))| if matches!(NAMES[i], "h1" | "h2" | "out") { Vec::new() } else { data(r * c, i as u64, 0.2) },
-        )
-        .collect();
+    let inputs = mlp_fixture::inputs(0.2);
     let ids: [u32; 7] = std::array::from_fn(|i| i as u32);
     let built = build_schedule(&reference_mlp_layers(ids), &BuildOptions::default())?;
     println!(

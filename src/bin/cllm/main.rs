@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod mlp_fixture;
 
 use std::process::ExitCode;
 
