@@ -19,58 +19,9 @@
  *                          right and bit-identical in every mode
  */
 #include "test_util.h"
+#include "mr_test_util.h"
 
-#include <math.h>
-
-#define TD 32
-#define TF (TD * TD)
-#define TB 4096u
 #define SIZE_MAX_ ((size_t)-1)
-
-typedef struct {
-    const char *name;
-    uint8_t threaded;
-    uint32_t compute_threads;
-} Mode;
-
-static const Mode MODES[] = {
-    {"sequential", 0, 1},
-    {"threaded", 1, 1},
-    {"threaded-2", 1, 2},
-};
-#define NMODES ((int)(sizeof MODES / sizeof MODES[0]))
-
-#define OK(expr)                                                                                                       \
-    do {                                                                                                               \
-        int ok_rc_ = (expr);                                                                                           \
-        CHECKF(ok_rc_ == MR_OK, "%s returned %d: %s", #expr, ok_rc_, tu_err());                                        \
-    } while (0)
-
-static MrEngine *engine_for(const Mode *m, size_t sram)
-{
-    MrEngineConfig c = mr_engine_config_default();
-    c.sram_bytes = sram;
-    c.threaded = m->threaded;
-    c.compute_threads = m->compute_threads;
-    MrEngine *e = mr_engine_create(&c);
-    CHECKF(e != NULL, "mr_engine_create(%s): %s", m->name, tu_err());
-    return e;
-}
-
-static void fill_random(float *p, size_t n, uint64_t seed, float scale)
-{
-    uint64_t st = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (size_t i = 0; i < n; i++) {
-        double u = (double)(tu_rand_next(&st) >> 11) / 9007199254740992.0;
-        p[i] = (float)((u * 2.0 - 1.0) * scale);
-    }
-}
-
-static void fill_value(float *p, size_t n, float v)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = v;
-}
 
 /* ---- 1. arguments ------------------------------------------------------------- */
 
@@ -149,23 +100,34 @@ static void bad_args_engine(void)
     CHECK_ERR(mr_engine_tensor_id(e, NULL), MR_ERR_INVALID_ARGUMENT);
     CHECK_ERR(mr_engine_tensor_id(e, "nope"), MR_ERR_INVALID_ARGUMENT);
 
-    CHECK_ERR(mr_engine_set_tensor(NULL, "A", buf, 2, 2), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_set_tensor(e, NULL, buf, 2, 2), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_set_tensor(e, "A", NULL, 2, 2), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_set_tensor(e, "A", buf, SIZE_MAX_, 2), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_set_tensor(e, "A", buf, 2, SIZE_MAX_), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_set_tensor(e, "A", buf, SIZE_MAX_, SIZE_MAX_), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_set_tensor(e, "A", buf, 1, 4), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_set_tensor(e, "B", buf, 2, 2), MR_ERR_INVALID_ARGUMENT);
-
-    CHECK_ERR(mr_engine_get_tensor(NULL, "A", buf, 2, 2), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_get_tensor(e, NULL, buf, 2, 2), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_get_tensor(e, "A", NULL, 2, 2), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_get_tensor(e, "A", buf, SIZE_MAX_, 2), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_get_tensor(e, "A", buf, 2, SIZE_MAX_), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_get_tensor(e, "A", buf, SIZE_MAX_, SIZE_MAX_), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_get_tensor(e, "A", buf, 4, 1), MR_ERR_INVALID_ARGUMENT);
-    CHECK_ERR(mr_engine_get_tensor(e, "B", buf, 2, 2), MR_ERR_INVALID_ARGUMENT);
+    /* Bad arguments of set_tensor and get_tensor alike ("A" is 2x2). */
+    const struct {
+        MrEngine *e;
+        const char *name;
+        float *buf;
+        size_t rows, cols;
+    } bad_xfers[] = {
+        {NULL, "A", buf, 2, 2},
+        {e, NULL, buf, 2, 2},
+        {e, "A", NULL, 2, 2},
+        {e, "A", buf, SIZE_MAX_, 2},
+        {e, "A", buf, 2, SIZE_MAX_},
+        {e, "A", buf, SIZE_MAX_, SIZE_MAX_},
+        {e, "A", buf, 1, 4}, /* 4 floats, another shape */
+        {e, "A", buf, 4, 1},
+        {e, "B", buf, 2, 2}, /* unknown name */
+    };
+    for (size_t i = 0; i < sizeof bad_xfers / sizeof bad_xfers[0]; i++) {
+        long failed_before = atomic_load(&tu_failed_count);
+        CHECK_ERR(mr_engine_set_tensor(bad_xfers[i].e, bad_xfers[i].name, bad_xfers[i].buf, bad_xfers[i].rows,
+                                       bad_xfers[i].cols),
+                  MR_ERR_INVALID_ARGUMENT);
+        CHECK_ERR(mr_engine_get_tensor(bad_xfers[i].e, bad_xfers[i].name, bad_xfers[i].buf, bad_xfers[i].rows,
+                                       bad_xfers[i].cols),
+                  MR_ERR_INVALID_ARGUMENT);
+        if (atomic_load(&tu_failed_count) != failed_before)
+            printf("   (in bad_xfers[%zu])\n", i);
+    }
 
     MrOp op = mr_op_load(0, 0, 0, 0, TB, -1);
     CHECK_ERR(mr_engine_execute(NULL, &op, 1), MR_ERR_INVALID_ARGUMENT);
@@ -173,8 +135,8 @@ static void bad_args_engine(void)
     CHECK_ERR(mr_engine_execute(e, NULL, SIZE_MAX_), MR_ERR_INVALID_ARGUMENT);
     CHECK_ERR(mr_engine_execute(e, &op, SIZE_MAX_), MR_ERR_INVALID_ARGUMENT); /* too large: not read */
     CHECK_ERR(mr_engine_execute(e, &op, SIZE_MAX_ / sizeof(MrOp) + 1), MR_ERR_INVALID_ARGUMENT);
-    OK(mr_engine_execute(e, NULL, 0));
-    OK(mr_engine_execute(e, &op, 1));
+    CHECK_OK(mr_engine_execute(e, NULL, 0));
+    CHECK_OK(mr_engine_execute(e, &op, 1));
     MrOp unknown = op;
     unknown.kind = 3;
     CHECK_ERR(mr_engine_execute(e, &unknown, 1), MR_ERR_INVALID_ARGUMENT);
@@ -283,7 +245,7 @@ static void bad_args_schedule(void)
     MrSchedule *s = mr_schedule_build(&good, 1, 65536);
     if (CHECKF(s != NULL, "%s", tu_err())) {
         CHECK_ERR(mr_schedule_info(s, NULL), MR_ERR_INVALID_ARGUMENT);
-        OK(mr_schedule_info(s, &info));
+        CHECK_OK(mr_schedule_info(s, &info));
         CHECK_EQ_I64(info.ops, 4);
         /* The schedule names tensors 0..2: on an engine without them it is
          * refused as out of range. */
@@ -303,33 +265,18 @@ static void bad_args_schedule(void)
 #define SENTINEL 12345.0f
 
 /* Engine with A, B (random) and C (sentinel), ids 0..2, 32x32 each. */
-static MrEngine *sched_engine(const Mode *m, size_t sram, float *a, float *b)
+static MrEngine *sched_engine(const MrtMode *m, size_t sram, float *a, float *b)
 {
-    MrEngine *e = engine_for(m, sram);
+    MrEngine *e = mrt_engine(m, sram);
     if (e == NULL)
         return NULL;
-    CHECK_EQ_I64(mr_engine_register_tensor(e, "A", TD, TD), 0);
-    CHECK_EQ_I64(mr_engine_register_tensor(e, "B", TD, TD), 1);
-    CHECK_EQ_I64(mr_engine_register_tensor(e, "C", TD, TD), 2);
-    fill_random(a, TF, 77, 1.0f);
-    fill_random(b, TF, 78, 1.0f);
+    mrt_fill_random(a, TF, 77, 1.0f);
+    mrt_fill_random(b, TF, 78, 1.0f);
+    MRT_ABC(e, a, b);
     float sentinel[TF];
-    fill_value(sentinel, TF, SENTINEL);
-    OK(mr_engine_set_tensor(e, "A", a, TD, TD));
-    OK(mr_engine_set_tensor(e, "B", b, TD, TD));
-    OK(mr_engine_set_tensor(e, "C", sentinel, TD, TD));
+    mrt_fill_value(sentinel, TF, SENTINEL);
+    CHECK_OK(mr_engine_set_tensor(e, "C", sentinel, TD, TD));
     return e;
-}
-
-/* A valid prefix that STOREs into C: if a rejected schedule ran partly,
- * C would change. */
-static size_t good_prefix(MrOp *ops)
-{
-    ops[0] = mr_op_load(0, 0, 0, 0, TB, -1);
-    ops[1] = mr_op_load(1, 0, 0, TB, TB, -1);
-    ops[2] = mr_op_exec(0, 0, 0, 0, TB, 2 * TB, -1);
-    ops[3] = mr_op_store(2, 0, 0, 2 * TB, TB, false);
-    return 4;
 }
 
 typedef struct {
@@ -341,7 +288,7 @@ typedef struct {
 
 #define SRAM (64 * 1024u)
 
-static void bad_schedules_in_mode(const Mode *m)
+static void bad_schedules_in_mode(const MrtMode *m)
 {
     MrOp acc_store = mr_op_store(2, 0, 0, 5 * TB, TB, false);
     const BadCase cases[] = {
@@ -378,6 +325,7 @@ static void bad_schedules_in_mode(const Mode *m)
     };
     const size_t ncases = sizeof cases / sizeof cases[0];
     float a[TF], b[TF], got[TF];
+    double ref[TF], mag[TF];
     for (size_t ci = 0; ci < ncases; ci++) {
         const BadCase *bc = &cases[ci];
         printf("-- bad_schedule_%s [%s]\n", bc->name, m->name);
@@ -386,8 +334,10 @@ static void bad_schedules_in_mode(const Mode *m)
         MrEngine *e = sched_engine(m, SRAM, a, b);
         if (e == NULL)
             continue;
+        /* A valid prefix that STOREs into C: if a rejected schedule ran
+         * partly, C would change. */
         MrOp ops[8];
-        size_t n = good_prefix(ops);
+        size_t n = mrt_single_tile_ops(ops, 0, 1, 2, false);
         memcpy(ops + n, bc->tail, bc->ntail * sizeof(MrOp));
         n += bc->ntail;
         cllm_clear_error();
@@ -400,31 +350,24 @@ static void bad_schedules_in_mode(const Mode *m)
             CHECKF(strstr(msg, "op ") != NULL, "%s: message '%s' names no op", bc->name, msg);
         }
         /* No tensor changed. */
-        OK(mr_engine_get_tensor(e, "C", got, TD, TD));
+        CHECK_OK(mr_engine_get_tensor(e, "C", got, TD, TD));
         int changed = 0;
         for (int i = 0; i < TF; i++)
             changed += got[i] != SENTINEL;
         CHECKF(changed == 0, "%s [%s]: rejected schedule changed %d elements of C", bc->name, m->name, changed);
-        OK(mr_engine_get_tensor(e, "A", got, TD, TD));
+        CHECK_OK(mr_engine_get_tensor(e, "A", got, TD, TD));
         CHECK(memcmp(got, a, sizeof got) == 0);
         MrStats st;
-        OK(mr_engine_stats(e, &st));
+        CHECK_OK(mr_engine_stats(e, &st));
         CHECK_EQ_I64(st.loads + st.executes + st.stores, 0);
 
         /* The engine still works: the good prefix alone gives C = A . B. */
-        OK(mr_engine_execute(e, ops, 4));
-        OK(mr_engine_get_tensor(e, "C", got, TD, TD));
-        int bad = 0;
-        for (int i = 0; i < TD; i++)
-            for (int j = 0; j < TD; j++) {
-                double s = 0, mag = 0;
-                for (int k = 0; k < TD; k++) {
-                    s += (double)a[i * TD + k] * b[k * TD + j];
-                    mag += fabs((double)a[i * TD + k] * b[k * TD + j]);
-                }
-                bad += !(fabs(got[i * TD + j] - s) <= 1e-5 * mag + 1e-7);
-            }
-        CHECKF(bad == 0, "%s [%s]: after the error, %d elements wrong", bc->name, m->name, bad);
+        CHECK_OK(mr_engine_execute(e, ops, 4));
+        CHECK_OK(mr_engine_get_tensor(e, "C", got, TD, TD));
+        char what[128];
+        snprintf(what, sizeof what, "%s [%s]: C = A . B after the error", bc->name, m->name);
+        mrt_ref_matmul(NULL, a, b, TD, TD, TD, ref, mag);
+        MRT_CHECK_CLOSE(what, got, ref, mag, TF, 1e-5);
         /* And a second bad schedule after a good one is still refused. */
         CHECK_EQ_I64(mr_engine_execute(e, ops, n), bc->expect);
         mr_engine_free(e);
@@ -437,22 +380,20 @@ static void bad_schedules_in_mode(const Mode *m)
  * before it), then 100 STOREs, ReLU on odd tiles. SRAM: 102 tiles exactly. */
 #define NACC 100
 #define WIDE (NACC * TD)
-static void many_open_accumulators(const Mode *m, float *c)
+static void many_open_accumulators(const MrtMode *m, float *c, const void *ctx)
 {
-    printf("-- many_open_accumulators [%s]\n", m->name);
-    fflush(stdout);
+    (void)ctx;
     TU_WATCHDOG(60);
     float *a = malloc(TF * sizeof *a), *b = malloc((size_t)TD * WIDE * sizeof *b);
+    double *ref = malloc((size_t)TD * WIDE * sizeof *ref), *mag = malloc((size_t)TD * WIDE * sizeof *mag);
     MrOp *ops = malloc((1 + 3 * NACC) * sizeof *ops);
-    MrEngine *e = engine_for(m, (2 + NACC) * (size_t)TB);
-    if (CHECK(a && b && ops) && e != NULL) {
-        fill_random(a, TF, 90, 1.0f);
-        fill_random(b, (size_t)TD * WIDE, 91, 1.0f);
-        CHECK_EQ_I64(mr_engine_register_tensor(e, "A", TD, TD), 0);
-        CHECK_EQ_I64(mr_engine_register_tensor(e, "B", TD, WIDE), 1);
-        CHECK_EQ_I64(mr_engine_register_tensor(e, "C", TD, WIDE), 2);
-        OK(mr_engine_set_tensor(e, "A", a, TD, TD));
-        OK(mr_engine_set_tensor(e, "B", b, TD, WIDE));
+    MrEngine *e = mrt_engine(m, (2 + NACC) * (size_t)TB);
+    if (CHECK(a && b && ref && mag && ops) && e != NULL) {
+        mrt_fill_random(a, TF, 90, 1.0f);
+        mrt_fill_random(b, (size_t)TD * WIDE, 91, 1.0f);
+        MRT_TENSOR(e, "A", TD, TD, 0, a);
+        MRT_TENSOR(e, "B", TD, WIDE, 1, b);
+        MRT_TENSOR(e, "C", TD, WIDE, 2, NULL);
         size_t n = 0;
         ops[n++] = mr_op_load(0, 0, 0, 0, TB, -1);
         for (uint32_t j = 0; j < NACC; j++) {
@@ -461,24 +402,17 @@ static void many_open_accumulators(const Mode *m, float *c)
         }
         for (uint32_t j = 0; j < NACC; j++)
             ops[n++] = mr_op_store(2, 0, j, (2 + j) * TB, TB, j % 2 == 1);
-        OK(mr_engine_execute(e, ops, n));
-        OK(mr_engine_get_tensor(e, "C", c, TD, WIDE));
-        int bad = 0;
-        for (int i = 0; i < TD; i++)
-            for (int j = 0; j < WIDE; j++) {
-                double s = 0, mag = 0;
-                for (int k = 0; k < TD; k++) {
-                    double p = (double)a[i * TD + k] * b[(size_t)k * WIDE + j];
-                    s += p;
-                    mag += fabs(p);
-                }
-                if ((j / TD) % 2 == 1 && s < 0)
-                    s = 0;
-                bad += !(fabs(c[i * WIDE + j] - s) <= 1e-5 * mag + 1e-7);
-            }
-        CHECKF(bad == 0, "[%s] %d elements wrong", m->name, bad);
+        CHECK_OK(mr_engine_execute(e, ops, n));
+        CHECK_OK(mr_engine_get_tensor(e, "C", c, TD, WIDE));
+        mrt_ref_matmul(NULL, a, b, TD, TD, WIDE, ref, mag);
+        for (size_t i = 0; i < (size_t)TD * WIDE; i++)
+            if ((i % WIDE / TD) % 2 == 1 && ref[i] < 0) /* ReLU on odd tiles */
+                ref[i] = 0;
+        char what[64];
+        snprintf(what, sizeof what, "many_open_accumulators [%s]: C", m->name);
+        MRT_CHECK_CLOSE(what, c, ref, mag, (size_t)TD * WIDE, 1e-5);
         MrStats st;
-        OK(mr_engine_stats(e, &st));
+        CHECK_OK(mr_engine_stats(e, &st));
         CHECK_EQ_I64(st.loads, 1 + NACC);
         CHECK_EQ_I64(st.executes, NACC);
         CHECK_EQ_I64(st.stores, NACC);
@@ -489,6 +423,8 @@ static void many_open_accumulators(const Mode *m, float *c)
     mr_engine_free(e);
     free(a);
     free(b);
+    free(ref);
+    free(mag);
     free(ops);
     TU_WATCHDOG(120);
 }
@@ -499,21 +435,8 @@ int main(void)
     bad_args_engine();
     bad_args_ops_and_kernels();
     bad_args_schedule();
-    for (int i = 0; i < NMODES; i++)
-        bad_schedules_in_mode(&MODES[i]);
-
-    size_t n = (size_t)TD * WIDE;
-    float *first = malloc(n * sizeof *first), *cur = malloc(n * sizeof *cur);
-    if (CHECK(first && cur)) {
-        for (int i = 0; i < NMODES; i++) {
-            fill_value(cur, n, NAN);
-            many_open_accumulators(&MODES[i], i == 0 ? first : cur);
-            if (i > 0)
-                CHECKF(memcmp(first, cur, n * sizeof *cur) == 0, "many_open_accumulators: %s differs from sequential",
-                       MODES[i].name);
-        }
-    }
-    free(first);
-    free(cur);
+    for (int i = 0; i < MRT_NMODES; i++)
+        bad_schedules_in_mode(&MRT_MODES[i]);
+    mrt_run_modes("many_open_accumulators", many_open_accumulators, NULL, (size_t)TD * WIDE);
     return tu_finish("test_mini_runtime_bad_input");
 }

@@ -15,67 +15,29 @@
  *                               threaded agree bit for bit
  */
 #include "test_util.h"
+#include "mr_test_util.h"
 
-#include <math.h>
-
-#define TD 32
-#define TF (TD * TD)
-#define TB 4096u
-
-#define OK(expr)                                                                                                       \
-    do {                                                                                                               \
-        int ok_rc_ = (expr);                                                                                           \
-        CHECKF(ok_rc_ == MR_OK, "%s returned %d: %s", #expr, ok_rc_, tu_err());                                        \
-    } while (0)
-
-typedef struct {
-    _Alignas(64) float v[TF];
-} Tile;
-
-static void fill_random(float *p, size_t n, uint64_t seed, float scale)
-{
-    uint64_t st = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (size_t i = 0; i < n; i++) {
-        double u = (double)(tu_rand_next(&st) >> 11) / 9007199254740992.0;
-        p[i] = (float)((u * 2.0 - 1.0) * scale);
-    }
-}
+typedef MrtTile Tile;
 
 static void fill_value(Tile *t, float v)
 {
-    for (int i = 0; i < TF; i++)
-        t->v[i] = v;
+    mrt_fill_value(t->v, TF, v);
 }
 
 static void fill_identity(Tile *t)
 {
-    fill_value(t, 0.0f);
-    for (int i = 0; i < TD; i++)
-        t->v[i * TD + i] = 1.0f;
+    mrt_fill_identity(t->v, TD, 1.0f);
 }
 
 static int count_diff(const Tile *x, const Tile *y)
 {
-    int n = 0;
-    for (int i = 0; i < TF; i++)
-        n += x->v[i] != y->v[i];
-    return n;
+    return mrt_count_diff(x->v, y->v, TF);
 }
 
 /* c0 + a . b in double, and the magnitude |c0| + |a|.|b|. */
 static void ref_tile(const Tile *c0, const Tile *a, const Tile *b, double *ref, double *mag)
 {
-    for (int i = 0; i < TD; i++)
-        for (int j = 0; j < TD; j++) {
-            double s = c0->v[i * TD + j], m = fabs(s);
-            for (int k = 0; k < TD; k++) {
-                double p = (double)a->v[i * TD + k] * b->v[k * TD + j];
-                s += p;
-                m += fabs(p);
-            }
-            ref[i * TD + j] = s;
-            mag[i * TD + j] = m;
-        }
+    mrt_ref_matmul(c0->v, a->v, b->v, TD, TD, TD, ref, mag);
 }
 
 typedef struct {
@@ -125,21 +87,21 @@ static void kernel_cases(const Kernel *k)
 
     /* identity left: I . B == B; right: A . I == A (exact). */
     fill_identity(&a);
-    fill_random(b.v, TF, 1, 1.0f);
+    mrt_fill_random(b.v, TF, 1, 1.0f);
     fill_value(&c, 0.0f);
-    OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
+    CHECK_OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
     CHECKF(count_diff(&c, &b) == 0, "%s identity_left", k->label);
-    fill_random(a.v, TF, 2, 1.0f);
+    mrt_fill_random(a.v, TF, 2, 1.0f);
     fill_identity(&b);
     fill_value(&c, 0.0f);
-    OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
+    CHECK_OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
     CHECKF(count_diff(&c, &a) == 0, "%s identity_right", k->label);
 
     /* accumulation: C = 1, A = B = I -> 2 on the diagonal, 1 elsewhere. */
     fill_value(&c, 1.0f);
     fill_identity(&a);
     fill_identity(&b);
-    OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
+    CHECK_OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
     int bad = 0;
     for (int i = 0; i < TD; i++)
         for (int j = 0; j < TD; j++)
@@ -147,11 +109,11 @@ static void kernel_cases(const Kernel *k)
     CHECKF(bad == 0, "%s accumulation: %d wrong", k->label, bad);
 
     /* zero A: C unchanged. */
-    fill_random(c.v, TF, 3, 1.0f);
+    mrt_fill_random(c.v, TF, 3, 1.0f);
     c0 = c;
     fill_value(&a, 0.0f);
-    fill_random(b.v, TF, 4, 1.0f);
-    OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
+    mrt_fill_random(b.v, TF, 4, 1.0f);
+    CHECK_OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
     CHECKF(count_diff(&c, &c0) == 0, "%s zero_a", k->label);
 
     /* random with a nonzero C, at several scales, vs f64 and vs the
@@ -159,14 +121,14 @@ static void kernel_cases(const Kernel *k)
     const float scales[] = {0.1f, 1.0f, 100.0f, 1e-4f};
     for (size_t si = 0; si < sizeof scales / sizeof scales[0]; si++) {
         float s = scales[si];
-        fill_random(a.v, TF, 10 + si, s);
-        fill_random(b.v, TF, 20 + si, s);
-        fill_random(c0.v, TF, 30 + si, s * s);
+        mrt_fill_random(a.v, TF, 10 + si, s);
+        mrt_fill_random(b.v, TF, 20 + si, s);
+        mrt_fill_random(c0.v, TF, 30 + si, s * s);
         c = c0;
-        OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
+        CHECK_OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
         ref_tile(&c0, &a, &b, ref, mag);
         Tile r = c0;
-        OK(mr_matmul_tile(r.v, a.v, b.v, MR_KERNEL_REFERENCE));
+        CHECK_OK(mr_matmul_tile(r.v, a.v, b.v, MR_KERNEL_REFERENCE));
         int far = 0, disagree = 0;
         for (int i = 0; i < TF; i++) {
             far += !(fabs(c.v[i] - ref[i]) <= 1e-5 * mag[i] + 1e-30);
@@ -178,13 +140,13 @@ static void kernel_cases(const Kernel *k)
     }
 
     /* ten accumulations in a row. */
-    fill_random(a.v, TF, 40, 0.05f);
-    fill_random(b.v, TF, 41, 0.05f);
+    mrt_fill_random(a.v, TF, 40, 0.05f);
+    mrt_fill_random(b.v, TF, 41, 0.05f);
     fill_value(&c, 0.0f);
     fill_value(&want, 0.0f);
     for (int it = 0; it < 10; it++) {
-        OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
-        OK(mr_matmul_tile(want.v, a.v, b.v, MR_KERNEL_REFERENCE));
+        CHECK_OK(mr_matmul_tile(c.v, a.v, b.v, k->code));
+        CHECK_OK(mr_matmul_tile(want.v, a.v, b.v, MR_KERNEL_REFERENCE));
     }
     bad = 0;
     for (int i = 0; i < TF; i++)
@@ -192,30 +154,28 @@ static void kernel_cases(const Kernel *k)
     CHECKF(bad == 0, "%s multiple_iterations: %d", k->label, bad);
 
     /* ReLU: exactly max(0, x); positives and zeros unchanged. */
-    fill_random(c.v, TF, 50, 1.0f);
+    mrt_fill_random(c.v, TF, 50, 1.0f);
     c0 = c;
-    OK(mr_relu_tile(c.v, k->code));
+    CHECK_OK(mr_relu_tile(c.v, k->code));
     bad = 0;
     for (int i = 0; i < TF; i++)
         bad += c.v[i] != (c0.v[i] > 0.0f ? c0.v[i] : 0.0f);
     CHECKF(bad == 0, "%s relu_mixed: %d", k->label, bad);
     for (int i = 0; i < TF; i++)
         c.v[i] = -(float)(i + 1);
-    OK(mr_relu_tile(c.v, k->code));
-    bad = 0;
-    for (int i = 0; i < TF; i++)
-        bad += c.v[i] != 0.0f;
+    CHECK_OK(mr_relu_tile(c.v, k->code));
+    bad = mrt_count_not(c.v, TF, 0.0f);
     CHECKF(bad == 0, "%s relu_negative: %d", k->label, bad);
 
     /* Fused == matmul then ReLU with the same kernel, bit for bit. */
-    fill_random(a.v, TF, 60, 0.1f);
-    fill_random(b.v, TF, 61, 0.1f);
-    fill_random(c0.v, TF, 62, 0.01f);
+    mrt_fill_random(a.v, TF, 60, 0.1f);
+    mrt_fill_random(b.v, TF, 61, 0.1f);
+    mrt_fill_random(c0.v, TF, 62, 0.01f);
     c = c0;
     want = c0;
-    OK(mr_matmul_tile_relu(c.v, a.v, b.v, k->code));
-    OK(mr_matmul_tile(want.v, a.v, b.v, k->code));
-    OK(mr_relu_tile(want.v, k->code));
+    CHECK_OK(mr_matmul_tile_relu(c.v, a.v, b.v, k->code));
+    CHECK_OK(mr_matmul_tile(want.v, a.v, b.v, k->code));
+    CHECK_OK(mr_relu_tile(want.v, k->code));
     CHECKF(count_diff(&c, &want) == 0, "%s fused", k->label);
 }
 
@@ -225,8 +185,8 @@ static void kernel_aliasing_rejected(void)
     static Tile big[2];
     float *base = big[0].v;
     static Tile b, snap;
-    fill_random(base, 2 * TF, 70, 1.0f);
-    fill_random(b.v, TF, 71, 1.0f);
+    mrt_fill_random(base, 2 * TF, 70, 1.0f);
+    mrt_fill_random(b.v, TF, 71, 1.0f);
     for (int ki = 0; ki < NKERNELS; ki++) {
         int32_t k = KERNELS[ki].code;
         snap = big[0];
@@ -239,7 +199,7 @@ static void kernel_aliasing_rejected(void)
         CHECKF(count_diff(&big[0], &snap) == 0, "kernel %d: a refused call changed C", k);
         /* Adjacent, not overlapping: fine; A == B is fine too. */
         Tile c1 = big[1];
-        OK(mr_matmul_tile(big[1].v, base, base, k));
+        CHECK_OK(mr_matmul_tile(big[1].v, base, base, k));
         big[1] = c1;
     }
 }
@@ -252,15 +212,11 @@ static void engine_kernels(void)
     double ref[TF], mag[TF];
     Tile zero;
     fill_value(&zero, 0.0f);
-    fill_random(a.v, TF, 80, 1.0f);
-    fill_random(b.v, TF, 81, 1.0f);
+    mrt_fill_random(a.v, TF, 80, 1.0f);
+    mrt_fill_random(b.v, TF, 81, 1.0f);
     ref_tile(&zero, &a, &b, ref, mag);
-    MrOp ops[4] = {
-        mr_op_load(0, 0, 0, 0, TB, -1),
-        mr_op_load(1, 0, 0, TB, TB, -1),
-        mr_op_exec(0, 0, 0, 0, TB, 2 * TB, -1),
-        mr_op_store(2, 0, 0, 2 * TB, TB, false),
-    };
+    MrOp ops[4];
+    mrt_single_tile_ops(ops, 0, 1, 2, false);
     for (int ki = 0; ki < NKERNELS; ki++) {
         const Kernel *k = &KERNELS[ki];
         printf("-- engine_kernel_%s\n", k->label);
@@ -278,21 +234,16 @@ static void engine_kernels(void)
             if (!CHECKF(e != NULL, "%s", tu_err()))
                 continue;
             CHECK_EQ_I64(mr_engine_kernel(e), k->code == MR_KERNEL_AUTO ? mr_kernel_active() : k->code);
-            CHECK_EQ_I64(mr_engine_register_tensor(e, "A", TD, TD), 0);
-            CHECK_EQ_I64(mr_engine_register_tensor(e, "B", TD, TD), 1);
-            CHECK_EQ_I64(mr_engine_register_tensor(e, "C", TD, TD), 2);
-            OK(mr_engine_set_tensor(e, "A", a.v, TD, TD));
-            OK(mr_engine_set_tensor(e, "B", b.v, TD, TD));
-            OK(mr_engine_execute(e, ops, 4));
-            OK(mr_engine_get_tensor(e, "C", out[threaded].v, TD, TD));
-            int bad = 0;
-            for (int i = 0; i < TF; i++)
-                bad += !(fabs(out[threaded].v[i] - ref[i]) <= 1e-5 * mag[i] + 1e-7);
-            CHECKF(bad == 0, "engine kernel %s threaded=%d: %d wrong", k->label, threaded, bad);
+            MRT_ABC(e, a.v, b.v);
+            CHECK_OK(mr_engine_execute(e, ops, 4));
+            CHECK_OK(mr_engine_get_tensor(e, "C", out[threaded].v, TD, TD));
+            char what[64];
+            snprintf(what, sizeof what, "engine kernel %s threaded=%d: C = A . B", k->label, threaded);
+            MRT_CHECK_CLOSE(what, out[threaded].v, ref, mag, TF, 1e-5);
             /* The engine's EXEC is the tile kernel: same bits as calling it. */
             Tile direct;
             fill_value(&direct, 0.0f);
-            OK(mr_matmul_tile(direct.v, a.v, b.v, k->code));
+            CHECK_OK(mr_matmul_tile(direct.v, a.v, b.v, k->code));
             CHECKF(count_diff(&direct, &out[threaded]) == 0, "engine kernel %s: differs from mr_matmul_tile",
                    k->label);
             mr_engine_free(e);

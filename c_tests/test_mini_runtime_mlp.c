@@ -22,53 +22,7 @@
  *                            the same bits every time, equal to sequential
  */
 #include "test_util.h"
-
-#include <math.h>
-
-typedef struct {
-    const char *name;
-    uint8_t threaded;
-    uint32_t compute_threads;
-} Mode;
-
-static const Mode MODES[] = {
-    {"sequential", 0, 1},
-    {"threaded", 1, 1},
-    {"threaded-2", 1, 2},
-};
-#define NMODES ((int)(sizeof MODES / sizeof MODES[0]))
-
-#define OK(expr)                                                                                                       \
-    do {                                                                                                               \
-        int ok_rc_ = (expr);                                                                                           \
-        CHECKF(ok_rc_ == MR_OK, "%s returned %d: %s", #expr, ok_rc_, tu_err());                                        \
-    } while (0)
-
-static MrEngine *engine_for(const Mode *m, size_t sram)
-{
-    MrEngineConfig c = mr_engine_config_default();
-    c.sram_bytes = sram;
-    c.threaded = m->threaded;
-    c.compute_threads = m->compute_threads;
-    MrEngine *e = mr_engine_create(&c);
-    CHECKF(e != NULL, "mr_engine_create(%s): %s", m->name, tu_err());
-    return e;
-}
-
-static void fill_random(float *p, size_t n, uint64_t seed, float scale)
-{
-    uint64_t st = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (size_t i = 0; i < n; i++) {
-        double u = (double)(tu_rand_next(&st) >> 11) / 9007199254740992.0;
-        p[i] = (float)((u * 2.0 - 1.0) * scale);
-    }
-}
-
-static void fill_value(float *p, size_t n, float v)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = v;
-}
+#include "mr_test_util.h"
 
 /* One reference layer in double: out = a . b (ReLU optional); mag = |a|.|b|
  * chained through the magnitudes of the inputs (an error bound's scale). */
@@ -96,28 +50,9 @@ static double *to_double(const float *p, size_t n, bool absolute)
     return d;
 }
 
-/* |got - ref| <= 2e-5 * mag + 1e-7 everywhere: the worst-case float error
- * of a chain of sums of up to 128 + 64 + 32 products is ~1.4e-5 * mag. */
-static void check_close_at(const char *file, int line, const char *what, const float *got, const double *ref,
-                           const double *mag, size_t n)
-{
-    int bad = 0;
-    double worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double tol = 2e-5 * mag[i] + 1e-7;
-        double d = fabs((double)got[i] - ref[i]);
-        if (d / tol > worst)
-            worst = d / tol;
-        if (!(d <= tol)) {
-            if (bad < 3)
-                tu_check(false, file, line, what, "element %zu: got %.9g, expected %.9g (tol %.3g)", i,
-                         (double)got[i], ref[i], tol);
-            bad++;
-        }
-    }
-    tu_check(bad == 0, file, line, what, "%d of %zu elements outside tolerance (worst %.2f x tol)", bad, n, worst);
-}
-#define CHECK_CLOSE(what, got, ref, mag, n) check_close_at(__FILE__, __LINE__, (what), (got), (ref), (mag), (n))
+/* Tolerance of the checks against the f64 reference: the worst-case float
+ * error of a chain of sums of up to 128 + 64 + 32 products is ~1.4e-5 * mag. */
+#define REF_REL 2e-5
 
 /* ---- generic layer chains ----------------------------------------------------- */
 
@@ -189,25 +124,22 @@ static MrSchedule *build(const Net *n)
     return s;
 }
 
-static bool run_open(Run *r, const Net *n, const Mode *m)
+static bool run_open(Run *r, const Net *n, const MrtMode *m)
 {
     memset(r, 0, sizeof *r);
     r->net = n;
-    r->e = engine_for(m, n->sram);
+    r->e = mrt_engine(m, n->sram);
     r->s = build(n);
     if (r->e == NULL || r->s == NULL)
         return false;
     for (int i = 0; i < n->ntensors; i++) {
         const TensorSpec *t = &n->tensors[i];
-        int64_t id = mr_engine_register_tensor(r->e, t->name, t->rows, t->cols);
-        CHECKF(id == i, "register %s: %lld (%s)", t->name, (long long)id, tu_err());
         r->data[i] = malloc(t->rows * t->cols * sizeof(float));
         if (!CHECK(r->data[i] != NULL))
             return false;
-        if (t->input) {
-            fill_random(r->data[i], t->rows * t->cols, 1000 + (uint64_t)i, 0.3f);
-            OK(mr_engine_set_tensor(r->e, t->name, r->data[i], t->rows, t->cols));
-        }
+        if (t->input)
+            mrt_fill_random(r->data[i], t->rows * t->cols, 1000 + (uint64_t)i, 0.3f);
+        MRT_TENSOR(r->e, t->name, t->rows, t->cols, i, t->input ? r->data[i] : NULL);
     }
     return true;
 }
@@ -227,8 +159,8 @@ static void poison_outputs(Run *r)
     for (int i = 0; i < r->net->ntensors; i++) {
         const TensorSpec *t = &r->net->tensors[i];
         if (!t->input) {
-            fill_value(r->data[i], t->rows * t->cols, NAN);
-            OK(mr_engine_set_tensor(r->e, t->name, r->data[i], t->rows, t->cols));
+            mrt_fill_value(r->data[i], t->rows * t->cols, NAN);
+            CHECK_OK(mr_engine_set_tensor(r->e, t->name, r->data[i], t->rows, t->cols));
         }
     }
 }
@@ -240,7 +172,7 @@ static size_t read_outputs(Run *r, float *out)
     for (int i = 0; i < r->net->ntensors; i++) {
         const TensorSpec *t = &r->net->tensors[i];
         if (!t->input) {
-            OK(mr_engine_get_tensor(r->e, t->name, out + off, t->rows, t->cols));
+            CHECK_OK(mr_engine_get_tensor(r->e, t->name, out + off, t->rows, t->cols));
             off += t->rows * t->cols;
         }
     }
@@ -285,7 +217,7 @@ static void check_reference(Run *r, const float *outs)
             char what[96];
             snprintf(what, sizeof what, "%s: tensor %s vs f64 reference", n->name, t->name);
             if (val[i] != NULL)
-                CHECK_CLOSE(what, outs + off, val[i], mag[i], t->rows * t->cols);
+                MRT_CHECK_CLOSE(what, outs + off, val[i], mag[i], t->rows * t->cols, REF_REL);
             off += t->rows * t->cols;
         }
     }
@@ -295,19 +227,18 @@ static void check_reference(Run *r, const float *outs)
     }
 }
 
-/* Builds, checks the schedule facts, runs (both entry points) and checks the
- * reference; returns the outputs in `outs`. */
-static void net_in_mode(const Net *n, const Mode *m, float *outs)
+/* Builds the schedule of the Net `ctx`, checks its facts, runs it (both entry
+ * points) and checks the reference; returns the outputs in `outs`. */
+static void net_in_mode(const MrtMode *m, float *outs, const void *ctx)
 {
-    printf("-- %s [%s]\n", n->name, m->name);
-    fflush(stdout);
+    const Net *n = ctx;
     Run r;
     if (!run_open(&r, n, m)) {
         run_close(&r);
         return;
     }
     MrScheduleInfo info;
-    OK(mr_schedule_info(r.s, &info));
+    CHECK_OK(mr_schedule_info(r.s, &info));
     CHECK_EQ_I64(info.ops, mr_schedule_len(r.s));
     CHECK_EQ_I64(info.loads + info.executes + info.stores, info.ops);
     CHECK(info.peak_sram_bytes <= n->sram);
@@ -329,12 +260,12 @@ static void net_in_mode(const Net *n, const Mode *m, float *outs)
     CHECK_EQ_I64(count[MR_OP_STORE], info.stores);
 
     poison_outputs(&r);
-    OK(mr_engine_execute_schedule(r.e, r.s));
+    CHECK_OK(mr_engine_execute_schedule(r.e, r.s));
     size_t len = read_outputs(&r, outs);
     check_reference(&r, outs);
 
     MrStats st;
-    OK(mr_engine_stats(r.e, &st));
+    CHECK_OK(mr_engine_stats(r.e, &st));
     CHECK_EQ_I64(st.loads, info.loads);
     CHECK_EQ_I64(st.executes, info.executes);
     CHECK_EQ_I64(st.stores, info.stores);
@@ -343,7 +274,7 @@ static void net_in_mode(const Net *n, const Mode *m, float *outs)
     float *again = malloc(len * sizeof *again);
     if (CHECK(again != NULL)) {
         poison_outputs(&r);
-        OK(mr_engine_execute(r.e, ops, mr_schedule_len(r.s)));
+        CHECK_OK(mr_engine_execute(r.e, ops, mr_schedule_len(r.s)));
         read_outputs(&r, again);
         CHECKF(memcmp(again, outs, len * sizeof *again) == 0, "%s: mr_engine_execute differs from _schedule",
                n->name);
@@ -352,39 +283,26 @@ static void net_in_mode(const Net *n, const Mode *m, float *outs)
     run_close(&r);
 }
 
+/* A net in every mode, bit-identical across the modes. */
 static void net_all_modes(const Net *n)
 {
-    size_t len = outputs_len(n);
-    float *first = malloc(len * sizeof *first), *cur = malloc(len * sizeof *cur);
-    if (CHECK(first != NULL && cur != NULL)) {
-        for (int i = 0; i < NMODES; i++) {
-            fill_value(cur, len, NAN);
-            net_in_mode(n, &MODES[i], cur);
-            if (i == 0)
-                memcpy(first, cur, len * sizeof *cur);
-            else
-                CHECKF(memcmp(first, cur, len * sizeof *cur) == 0, "%s: %s differs from sequential", n->name,
-                       MODES[i].name);
-        }
-    }
-    free(first);
-    free(cur);
+    mrt_run_modes(n->name, net_in_mode, n, outputs_len(n));
 }
 
 /* Stats per run equal the schedule's counts, in every mode, and are the
  * same in every mode (the original test_stats_match). */
 static void test_stats_match(void)
 {
-    uint64_t counts[NMODES][3];
-    for (int i = 0; i < NMODES; i++) {
-        printf("-- mlp_stats_match [%s]\n", MODES[i].name);
+    uint64_t counts[MRT_NMODES][3];
+    for (int i = 0; i < MRT_NMODES; i++) {
+        printf("-- mlp_stats_match [%s]\n", MRT_MODES[i].name);
         Run r;
         memset(counts[i], 0, sizeof counts[i]);
-        if (run_open(&r, &MLP3, &MODES[i])) {
+        if (run_open(&r, &MLP3, &MRT_MODES[i])) {
             for (int k = 0; k < 3; k++)
-                OK(mr_engine_execute_schedule(r.e, r.s));
+                CHECK_OK(mr_engine_execute_schedule(r.e, r.s));
             MrStats st;
-            OK(mr_engine_stats(r.e, &st));
+            CHECK_OK(mr_engine_stats(r.e, &st));
             counts[i][0] = st.loads;
             counts[i][1] = st.executes;
             counts[i][2] = st.stores;
@@ -393,7 +311,7 @@ static void test_stats_match(void)
             CHECK_EQ_I64(st.stores, 3 * 16);
             CHECK(st.total_ns > 0);
             CHECK(st.dma_busy_ns > 0 || st.compute_busy_ns > 0);
-            if (!MODES[i].threaded)
+            if (!MRT_MODES[i].threaded)
                 CHECK_EQ_I64(st.overlap_ns, 0);
         }
         run_close(&r);
@@ -414,15 +332,15 @@ static void test_repeated(void)
         return;
     }
     Run r;
-    if (run_open(&r, &MLP3, &MODES[0])) {
-        OK(mr_engine_execute_schedule(r.e, r.s));
+    if (run_open(&r, &MLP3, &MRT_MODES[0])) {
+        CHECK_OK(mr_engine_execute_schedule(r.e, r.s));
         read_outputs(&r, want);
     }
     run_close(&r);
-    for (int i = 1; i < NMODES; i++) {
-        printf("-- mlp_repeated_%d_threaded [%s]\n", REPEATS, MODES[i].name);
+    for (int i = 1; i < MRT_NMODES; i++) {
+        printf("-- mlp_repeated_%d_threaded [%s]\n", REPEATS, MRT_MODES[i].name);
         fflush(stdout);
-        if (!run_open(&r, &MLP3, &MODES[i])) {
+        if (!run_open(&r, &MLP3, &MRT_MODES[i])) {
             run_close(&r);
             continue;
         }
@@ -442,7 +360,7 @@ static void test_repeated(void)
         }
         CHECKF(differing == 0 && failed == 0, "%d runs differed, %d failed", differing, failed);
         MrStats st;
-        OK(mr_engine_stats(r.e, &st));
+        CHECK_OK(mr_engine_stats(r.e, &st));
         CHECK_EQ_I64(st.executes, (uint64_t)REPEATS * 44);
         printf("   %d runs in %.3f s; dma busy %.1f ms, compute busy %.1f ms, overlap %.1f ms, stalls %llu/%llu\n",
                REPEATS, tu_now() - t0, st.dma_busy_ns / 1e6, st.compute_busy_ns / 1e6, st.overlap_ns / 1e6,
@@ -478,15 +396,15 @@ static void *shared_worker(void *arg)
 static void test_shared_engine(void)
 {
     printf("-- mlp_shared_engine_4_threads\n");
-    for (int i = 1; i < NMODES; i++) {
+    for (int i = 1; i < MRT_NMODES; i++) {
         Run r;
         static float want[128 * 32];
-        if (run_open(&r, &MLP3, &MODES[0])) {
-            OK(mr_engine_execute_schedule(r.e, r.s));
-            OK(mr_engine_get_tensor(r.e, "out", want, 128, 32));
+        if (run_open(&r, &MLP3, &MRT_MODES[0])) {
+            CHECK_OK(mr_engine_execute_schedule(r.e, r.s));
+            CHECK_OK(mr_engine_get_tensor(r.e, "out", want, 128, 32));
         }
         run_close(&r);
-        if (!run_open(&r, &MLP3, &MODES[i])) {
+        if (!run_open(&r, &MLP3, &MRT_MODES[i])) {
             run_close(&r);
             continue;
         }
@@ -498,9 +416,9 @@ static void test_shared_engine(void)
                 started++;
         for (int t = 0; t < started; t++)
             pthread_join(th[t], NULL);
-        CHECKF(atomic_load(&sh.bad) == 0, "[%s] %d runs failed or differed", MODES[i].name, atomic_load(&sh.bad));
+        CHECKF(atomic_load(&sh.bad) == 0, "[%s] %d runs failed or differed", MRT_MODES[i].name, atomic_load(&sh.bad));
         MrStats st;
-        OK(mr_engine_stats(r.e, &st));
+        CHECK_OK(mr_engine_stats(r.e, &st));
         CHECK_EQ_I64(st.executes, (uint64_t)started * 100 * 44);
         run_close(&r);
     }
@@ -512,15 +430,11 @@ static void test_shared_engine(void)
 static void test_schedule_on_small_engine(void)
 {
     printf("-- mlp_schedule_on_small_sram\n");
-    for (int i = 0; i < NMODES; i++) {
+    for (int i = 0; i < MRT_NMODES; i++) {
         Run r;
-        if (run_open(&r, &MLP3, &MODES[i])) {
-            MrEngineConfig c = mr_engine_config_default();
-            c.sram_bytes = 8192;
-            c.threaded = MODES[i].threaded;
-            c.compute_threads = MODES[i].compute_threads;
-            MrEngine *small = mr_engine_create(&c);
-            if (CHECK(small != NULL)) {
+        if (run_open(&r, &MLP3, &MRT_MODES[i])) {
+            MrEngine *small = mrt_engine(&MRT_MODES[i], 8192);
+            if (small != NULL) {
                 for (int t = 0; t < MLP3.ntensors; t++)
                     mr_engine_register_tensor(small, MLP3.tensors[t].name, MLP3.tensors[t].rows,
                                               MLP3.tensors[t].cols);

@@ -23,10 +23,7 @@
  *   random_schedules_vs_model   1000 schedules x 3 modes (see MR_FUZZ_* below)
  */
 #include "test_util.h"
-
-#define TD 32
-#define TF (TD * TD)
-#define TB 4096u
+#include "mr_test_util.h"
 
 #define NT 4 /* tensors */
 #define TT 2 /* tiles per side of each tensor (64x64) */
@@ -53,24 +50,7 @@ static int env_int(const char *name, int def, int lo, int hi)
     return x < lo ? lo : x > hi ? hi : (int)x;
 }
 
-typedef struct {
-    const char *name;
-    uint8_t threaded;
-    uint32_t compute_threads;
-} Mode;
-
-static const Mode MODES[] = {
-    {"sequential", 0, 1},
-    {"threaded", 1, 1},
-    {"threaded-2", 1, 2},
-};
-#define NMODES ((int)(sizeof MODES / sizeof MODES[0]))
-
 enum { EMPTY, DATA, ACC_OPEN, ACC_CLOSED };
-
-typedef struct {
-    _Alignas(64) float v[TF];
-} Tile;
 
 static uint64_t rng_state;
 
@@ -81,7 +61,7 @@ static uint32_t rnd(uint32_t n)
 
 static float rnd_float(void)
 {
-    return (float)((double)(tu_rand_next(&rng_state) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    return (float)(mrt_uniform(&rng_state) * 2.0 - 1.0);
 }
 
 /* A random valid schedule of `n` ops; returns n. */
@@ -122,7 +102,7 @@ static size_t generate(MrOp *ops, size_t max)
 /* The model: runs `ops` on `dram` (NT tensors of DIM x DIM, row-major). */
 static void model_run(const MrOp *ops, size_t n, float dram[NT][DIM * DIM], int32_t kernel)
 {
-    static Tile sram[MAX_SLOTS];
+    static MrtTile sram[MAX_SLOTS];
     memset(sram, 0, (size_t)g_slots * sizeof sram[0]);
     for (size_t i = 0; i < n; i++) {
         const MrOp *op = &ops[i];
@@ -166,18 +146,14 @@ int main(void)
     g_schedules = env_int("MR_FUZZ_SCHEDULES", g_schedules, 1, 1000000);
     static MrOp ops[MAX_OPS_LIMIT];
     static float init[NT][DIM * DIM], want[NT][DIM * DIM], got[DIM * DIM];
-    MrEngine *engines[NMODES];
+    MrEngine *engines[MRT_NMODES];
     int32_t kernel = MR_KERNEL_AUTO;
-    for (int m = 0; m < NMODES; m++) {
-        MrEngineConfig c = mr_engine_config_default();
-        c.sram_bytes = (size_t)g_slots * TB;
-        c.threaded = MODES[m].threaded;
-        c.compute_threads = MODES[m].compute_threads;
-        engines[m] = mr_engine_create(&c);
-        if (!CHECKF(engines[m] != NULL, "%s: %s", MODES[m].name, tu_err()))
+    for (int m = 0; m < MRT_NMODES; m++) {
+        engines[m] = mrt_engine(&MRT_MODES[m], (size_t)g_slots * TB);
+        if (engines[m] == NULL)
             return tu_finish("test_mini_runtime_random_schedules");
         for (int t = 0; t < NT; t++)
-            CHECK_EQ_I64(mr_engine_register_tensor(engines[m], NAMES[t], DIM, DIM), t);
+            MRT_TENSOR(engines[m], NAMES[t], DIM, DIM, t, NULL);
         kernel = mr_engine_kernel(engines[m]);
     }
     printf("-- random_schedules_vs_model: %d schedules of < %d ops, %d SRAM tiles, kernel %s\n", g_schedules,
@@ -195,14 +171,14 @@ int main(void)
         memcpy(want, init, sizeof init);
         model_run(ops, n, want, kernel);
 
-        for (int m = 0; m < NMODES; m++) {
+        for (int m = 0; m < MRT_NMODES; m++) {
             MrEngine *e = engines[m];
             for (int t = 0; t < NT; t++)
                 mr_engine_set_tensor(e, NAMES[t], init[t], DIM, DIM);
             int rc = mr_engine_execute(e, ops, n);
             if (rc != MR_OK) {
                 if (rejected++ < 5)
-                    CHECKF(false, "schedule %d [%s] rejected: %d %s", sc, MODES[m].name, rc, tu_err());
+                    CHECKF(false, "schedule %d [%s] rejected: %d %s", sc, MRT_MODES[m].name, rc, tu_err());
                 continue;
             }
             for (int t = 0; t < NT; t++) {
@@ -217,7 +193,7 @@ int main(void)
                             if (memcmp(&got[j], &want[t][j], sizeof(float)) != 0)
                                 first = j;
                         CHECKF(false, "schedule %d (%zu ops) [%s]: tensor %s differs from the model at %d: %g vs %g",
-                               sc, n, MODES[m].name, NAMES[t], first, (double)got[first], (double)want[t][first]);
+                               sc, n, MRT_MODES[m].name, NAMES[t], first, (double)got[first], (double)want[t][first]);
                     }
                 }
             }
@@ -226,7 +202,7 @@ int main(void)
     CHECKF(mismatches == 0 && rejected == 0, "%d mismatches, %d rejected schedules", mismatches, rejected);
 
     /* Stats: every op of every schedule counted once per mode. */
-    for (int m = 0; m < NMODES; m++) {
+    for (int m = 0; m < MRT_NMODES; m++) {
         MrStats st;
         CHECK_EQ_I64(mr_engine_stats(engines[m], &st), MR_OK);
         CHECK_EQ_I64(st.loads + st.executes + st.stores, total_ops);

@@ -3,7 +3,7 @@
 #   <stem>                  every c_tests/*.c, linked to cllm::cllm
 #   asan_<stem>             the same, built with AddressSanitizer (+ LeakSanitizer)
 #   cpp_<stem>              every cpp_examples/*.cpp (C++17)
-#   header_c_<h>/header_cxx_<h>  every include/**.h compiles alone (C11 / C++17, -pedantic)
+#   header_c_<h>/header_cxx17_<h>/header_cxx20_<h>  every include/**.h compiles alone (C11 / C++17 / C++20, -pedantic)
 #   header_cxx17_<h>_hpp/header_cxx20_<h>_hpp  every include/**.hpp compiles alone (C++17 / C++20)
 #   static_consumer_smoke   a C program linked to cllm::cllm_static
 #   consumer_install, consumer_find_package, consumer_pkg_config,
@@ -71,17 +71,36 @@ foreach(_src IN LISTS _cllm_cpp_examples)
 endforeach()
 
 # d. Header self-containment: a translation unit including only the header
-# (twice, to check its include guard), compiled alone as C11 and as C++17.
-# Run by CTest with the compilers of this build, so it needs no build step.
+# (twice, to check its include guard), compiled alone with -pedantic: every
+# include/**.h as C11, C++17 and C++20 (header_c_<id>, header_cxx17_<id>,
+# header_cxx20_<id>, <id> without the "_h"), every C++-only include/**.hpp
+# (e.g. the mini_runtime/ wrapper) as C++17 and C++20 (header_cxx17_<id>,
+# header_cxx20_<id>, <id> ending in "_hpp", which keeps the names apart from
+# those of the .h headers). Run by CTest with the compilers of this build, so
+# it needs no build step.
 if(CMAKE_C_COMPILER_ID MATCHES "GNU|Clang" AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
-  file(GLOB_RECURSE _cllm_headers CONFIGURE_DEPENDS RELATIVE "${CLLM_INCLUDE_DIR}" "${CLLM_INCLUDE_DIR}/*.h")
+  file(GLOB_RECURSE _cllm_c_headers CONFIGURE_DEPENDS RELATIVE "${CLLM_INCLUDE_DIR}" "${CLLM_INCLUDE_DIR}/*.h")
+  file(GLOB_RECURSE _cllm_cxx_headers CONFIGURE_DEPENDS RELATIVE "${CLLM_INCLUDE_DIR}" "${CLLM_INCLUDE_DIR}/*.hpp")
   set(_cllm_hdr_dir "${CMAKE_CURRENT_BINARY_DIR}/header_check")
-  foreach(_h IN LISTS _cllm_headers)
+  foreach(_h IN LISTS _cllm_c_headers _cllm_cxx_headers)
     string(REGEX REPLACE "[^A-Za-z0-9_]" "_" _id "${_h}")
-    string(REGEX REPLACE "_h$" "" _id "${_id}")
+    if(_h MATCHES "\\.h$")
+      string(REGEX REPLACE "_h$" "" _id "${_id}")
+      set(_langs c cxx17 cxx20)
+    else()
+      set(_langs cxx17 cxx20)
+    endif()
     set(_tu "#include \"${_h}\"\n#include \"${_h}\"\n")
-    foreach(_ext c cpp)
-      set(_file "${_cllm_hdr_dir}/${_id}.${_ext}")
+    foreach(_lang IN LISTS _langs)
+      if(_lang STREQUAL "c")
+        set(_file "${_cllm_hdr_dir}/${_id}.c")
+        set(_compile "${CMAKE_C_COMPILER}" -x c -std=c11)
+      else()
+        string(REPLACE "cxx" "c++" _std "${_lang}")
+        set(_file "${_cllm_hdr_dir}/${_id}.cpp")
+        set(_compile "${CMAKE_CXX_COMPILER}" -x c++ -std=${_std})
+      endif()
+      # Rewritten only when it changes, so that reconfiguring keeps its time.
       if(EXISTS "${_file}")
         file(READ "${_file}" _old)
       else()
@@ -90,40 +109,9 @@ if(CMAKE_C_COMPILER_ID MATCHES "GNU|Clang" AND CMAKE_CXX_COMPILER_ID MATCHES "GN
       if(NOT _old STREQUAL _tu)
         file(WRITE "${_file}" "${_tu}")
       endif()
-    endforeach()
-    add_test(NAME header_c_${_id}
-      COMMAND "${CMAKE_C_COMPILER}" -x c -std=c11 ${_cllm_warnings} -pedantic
-              "-I${CLLM_INCLUDE_DIR}" -fsyntax-only "${_cllm_hdr_dir}/${_id}.c")
-    foreach(_std 17 20)
-      add_test(NAME header_cxx${_std}_${_id}
-        COMMAND "${CMAKE_CXX_COMPILER}" -x c++ -std=c++${_std} ${_cllm_warnings} -pedantic
-                "-I${CLLM_INCLUDE_DIR}" -fsyntax-only "${_cllm_hdr_dir}/${_id}.cpp")
-      set_tests_properties(header_cxx${_std}_${_id} PROPERTIES TIMEOUT 60)
-    endforeach()
-    set_tests_properties(header_c_${_id} PROPERTIES TIMEOUT 60)
-  endforeach()
-
-  # C++-only headers (include/**.hpp, e.g. the mini_runtime/ wrapper):
-  # header_cxx17_<h>_hpp / header_cxx20_<h>_hpp (the _hpp suffix keeps the
-  # names apart from those of the .h headers).
-  file(GLOB_RECURSE _cllm_cxx_headers CONFIGURE_DEPENDS RELATIVE "${CLLM_INCLUDE_DIR}" "${CLLM_INCLUDE_DIR}/*.hpp")
-  foreach(_h IN LISTS _cllm_cxx_headers)
-    string(REGEX REPLACE "[^A-Za-z0-9_]" "_" _id "${_h}")
-    set(_tu "#include \"${_h}\"\n#include \"${_h}\"\n")
-    set(_file "${_cllm_hdr_dir}/${_id}.cpp")
-    if(EXISTS "${_file}")
-      file(READ "${_file}" _old)
-    else()
-      set(_old "")
-    endif()
-    if(NOT _old STREQUAL _tu)
-      file(WRITE "${_file}" "${_tu}")
-    endif()
-    foreach(_std 17 20)
-      add_test(NAME header_cxx${_std}_${_id}
-        COMMAND "${CMAKE_CXX_COMPILER}" -x c++ -std=c++${_std} ${_cllm_warnings} -pedantic
-                "-I${CLLM_INCLUDE_DIR}" -fsyntax-only "${_file}")
-      set_tests_properties(header_cxx${_std}_${_id} PROPERTIES TIMEOUT 60)
+      add_test(NAME header_${_lang}_${_id}
+        COMMAND ${_compile} ${_cllm_warnings} -pedantic "-I${CLLM_INCLUDE_DIR}" -fsyntax-only "${_file}")
+      set_tests_properties(header_${_lang}_${_id} PROPERTIES TIMEOUT 60)
     endforeach()
   endforeach()
 else()

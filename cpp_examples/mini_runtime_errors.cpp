@@ -19,6 +19,8 @@
 #include "mini_runtime/engine.hpp"
 #include "mini_runtime/schedule.hpp"
 
+#include "mini_runtime_example_util.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -33,18 +35,9 @@
 #include <unistd.h>
 
 using namespace mini_runtime;
+using mini_runtime_example::expect;
 
 namespace {
-
-int g_failures = 0;
-
-void expect(bool ok, const std::string& what)
-{
-    if (!ok) {
-        ++g_failures;
-        std::printf("FAIL: %s\n", what.c_str());
-    }
-}
 
 template <typename E>
 const char* exception_name()
@@ -256,6 +249,5 @@ int main()
         std::printf("FAIL: unexpected exception: %s\n", e.what());
         return 1;
     }
-    std::printf("%s\n", g_failures == 0 ? "all checks passed" : "FAILED");
-    return g_failures == 0 ? 0 : 1;
+    return mini_runtime_example::finish();
 }

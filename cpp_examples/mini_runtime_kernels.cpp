@@ -128,26 +128,61 @@ const char* impl_name(KernelImpl k)
     return "?";
 }
 
+// A tile kernel C += A . B (or its fused ReLU form).
+using TileMatmul = std::function<void(float* C, const float* A, const float* B)>;
+
+TileMatmul matmul_with(KernelImpl impl)
+{
+    return [impl](float* C, const float* A, const float* B) { matmul_tile(C, A, B, impl); };
+}
+
+TileMatmul matmul_relu_with(KernelImpl impl)
+{
+    return [impl](float* C, const float* A, const float* B) { matmul_tile_relu(C, A, B, impl); };
+}
+
+// I . B == B (left) or A . I == A (right), the other operand random
+// (std::mt19937{42}).
+void check_identity(const TileMatmul& kernel, bool left)
+{
+    AlignedTile A, B, C;
+    std::mt19937 rng{42};
+    AlignedTile& eye = left ? A : B;
+    AlignedTile& other = left ? B : A;
+    eye.set_identity();
+    other.randomize(rng);
+    kernel(C.data(), A.data(), B.data());
+    check(tiles_equal(C, other), left ? "I . B == B" : "A . I == A");
+}
+
+// One kernel against a reference: A and B drawn from std::mt19937{42} at
+// `scale` (then C0 at `c0_scale`, unless 0: C0 = 0); want = C0 + A . B by
+// `ref` and got = C0 + A . B by `kernel`, `iterations` times each.
+struct Comparison {
+    AlignedTile A, B, want, got;
+
+    Comparison(const TileMatmul& ref, const TileMatmul& kernel, float scale, float c0_scale = 0.0f,
+               int iterations = 1)
+    {
+        std::mt19937 rng{42};
+        A.randomize(rng, scale);
+        B.randomize(rng, scale);
+        if (c0_scale != 0.0f)
+            want.randomize(rng, c0_scale);
+        got.copy_from(want);
+        for (int it = 0; it < iterations; ++it) {
+            ref(want.data(), A.data(), B.data());
+            kernel(got.data(), A.data(), B.data());
+        }
+    }
+};
+
 // ---- Reference kernel ------------------------------------------------------------
 
 void reference_suite()
 {
-    run("ReferenceKernel.IdentityMatrixLeft", [] {
-        AlignedTile A, B, C;
-        std::mt19937 rng{42};
-        A.set_identity();
-        B.randomize(rng);
-        matmul_tile_ref(C.data(), A.data(), B.data());
-        check(tiles_equal(C, B), "I . B == B");
-    });
-    run("ReferenceKernel.IdentityMatrixRight", [] {
-        AlignedTile A, B, C;
-        std::mt19937 rng{42};
-        A.randomize(rng);
-        B.set_identity();
-        matmul_tile_ref(C.data(), A.data(), B.data());
-        check(tiles_equal(C, A), "A . I == A");
-    });
+    run("ReferenceKernel.IdentityMatrixLeft", [] { check_identity(matmul_tile_ref, true); });
+    run("ReferenceKernel.IdentityMatrixRight", [] { check_identity(matmul_tile_ref, false); });
     run("ReferenceKernel.Accumulation", [] {
         AlignedTile A, B, C;
         C.fill(1.0f);
@@ -204,53 +239,25 @@ void simd_suite(KernelImpl impl)
                 is_kernel_available(impl) ? get_kernel_name(impl) : "not available (falls back)");
 
     run(p + "MatchesReference", [impl] {
-        AlignedTile A, B, Cr, Ck;
-        std::mt19937 rng{42};
-        A.randomize(rng, 0.1f);
-        B.randomize(rng, 0.1f);
-        matmul_tile_ref(Cr.data(), A.data(), B.data());
-        matmul_tile(Ck.data(), A.data(), B.data(), impl);
-        float d = max_diff(Cr, Ck);
+        Comparison t(matmul_tile_ref, matmul_with(impl), 0.1f);
+        float d = max_diff(t.want, t.got);
         check(d < 1e-5f, "max diff " + std::to_string(d));
-        check(tiles_equal(Cr, Ck), "within 1e-5");
+        check(tiles_equal(t.want, t.got), "within 1e-5");
     });
     run(p + "MatchesReferenceWithAccumulation", [impl] {
-        AlignedTile A, B, Cr, Ck;
-        std::mt19937 rng{42};
-        A.randomize(rng, 0.1f);
-        B.randomize(rng, 0.1f);
-        Cr.randomize(rng, 0.01f);
-        Ck.copy_from(Cr);
-        matmul_tile_ref(Cr.data(), A.data(), B.data());
-        matmul_tile(Ck.data(), A.data(), B.data(), impl);
-        check(max_diff(Cr, Ck) < 1e-4f, "max diff " + std::to_string(max_diff(Cr, Ck)));
-        check(tiles_equal(Cr, Ck, 1e-4f, 1e-5f), "within 1e-4");
+        Comparison t(matmul_tile_ref, matmul_with(impl), 0.1f, 0.01f);
+        float d = max_diff(t.want, t.got);
+        check(d < 1e-4f, "max diff " + std::to_string(d));
+        check(tiles_equal(t.want, t.got, 1e-4f, 1e-5f), "within 1e-4");
     });
-    run(p + "IdentityMatrix", [impl] {
-        AlignedTile A, B, C;
-        std::mt19937 rng{42};
-        A.set_identity();
-        B.randomize(rng);
-        matmul_tile(C.data(), A.data(), B.data(), impl);
-        check(tiles_equal(C, B), "I . B == B");
-    });
+    run(p + "IdentityMatrix", [impl] { check_identity(matmul_with(impl), true); });
     run(p + "LargeValues", [impl] {
-        AlignedTile A, B, Cr, Ck;
-        std::mt19937 rng{42};
-        A.randomize(rng, 100.0f);
-        B.randomize(rng, 100.0f);
-        matmul_tile_ref(Cr.data(), A.data(), B.data());
-        matmul_tile(Ck.data(), A.data(), B.data(), impl);
-        check(tiles_equal(Cr, Ck, 1e-4f, 1e-2f), "scale 100");
+        Comparison t(matmul_tile_ref, matmul_with(impl), 100.0f);
+        check(tiles_equal(t.want, t.got, 1e-4f, 1e-2f), "scale 100");
     });
     run(p + "SmallValues", [impl] {
-        AlignedTile A, B, Cr, Ck;
-        std::mt19937 rng{42};
-        A.randomize(rng, 1e-4f);
-        B.randomize(rng, 1e-4f);
-        matmul_tile_ref(Cr.data(), A.data(), B.data());
-        matmul_tile(Ck.data(), A.data(), B.data(), impl);
-        check(tiles_equal(Cr, Ck, 1e-4f, 1e-10f), "scale 1e-4");
+        Comparison t(matmul_tile_ref, matmul_with(impl), 1e-4f);
+        check(tiles_equal(t.want, t.got, 1e-4f, 1e-10f), "scale 1e-4");
     });
     run(p + "ReLUMatchesReference", [impl] {
         AlignedTile Cr, Ck;
@@ -262,25 +269,13 @@ void simd_suite(KernelImpl impl)
         check(tiles_equal(Cr, Ck, 0.0f, 0.0f), "bit-identical ReLU");
     });
     run(p + "FusedMatmulReLU", [impl] {
-        AlignedTile A, B, Cr, Ck;
-        std::mt19937 rng{42};
-        A.randomize(rng, 0.1f);
-        B.randomize(rng, 0.1f);
-        matmul_tile_relu_ref(Cr.data(), A.data(), B.data());
-        matmul_tile_relu(Ck.data(), A.data(), B.data(), impl);
-        check(tiles_equal(Cr, Ck, 1e-4f, 1e-5f), "fused within 1e-4");
-        check(std::all_of(Ck.data(), Ck.data() + N, [](float v) { return v >= 0.0f; }), "no negatives");
+        Comparison t(matmul_tile_relu_ref, matmul_relu_with(impl), 0.1f);
+        check(tiles_equal(t.want, t.got, 1e-4f, 1e-5f), "fused within 1e-4");
+        check(std::all_of(t.got.data(), t.got.data() + N, [](float v) { return v >= 0.0f; }), "no negatives");
     });
     run(p + "MultipleIterations", [impl] {
-        AlignedTile A, B, Cr, Ck;
-        std::mt19937 rng{42};
-        A.randomize(rng, 0.05f);
-        B.randomize(rng, 0.05f);
-        for (int it = 0; it < 10; ++it) {
-            matmul_tile_ref(Cr.data(), A.data(), B.data());
-            matmul_tile(Ck.data(), A.data(), B.data(), impl);
-        }
-        check(tiles_equal(Cr, Ck, 1e-3f, 1e-4f), "ten accumulations");
+        Comparison t(matmul_tile_ref, matmul_with(impl), 0.05f, 0.0f, 10);
+        check(tiles_equal(t.want, t.got, 1e-3f, 1e-4f), "ten accumulations");
     });
 }
 
@@ -289,35 +284,20 @@ void simd_suite(KernelImpl impl)
 void dispatcher_suite()
 {
     run("Dispatcher.AutoDispatch", [] {
-        AlignedTile A, B, C, E;
-        std::mt19937 rng{42};
-        A.randomize(rng, 0.1f);
-        B.randomize(rng, 0.1f);
-        matmul_tile_ref(E.data(), A.data(), B.data());
-        matmul_tile(C.data(), A.data(), B.data());
-        check(tiles_equal(C, E, 1e-4f, 1e-5f), "auto == reference within 1e-4");
+        Comparison t(matmul_tile_ref, [](float* C, const float* A, const float* B) { matmul_tile(C, A, B); }, 0.1f);
+        check(tiles_equal(t.got, t.want, 1e-4f, 1e-5f), "auto == reference within 1e-4");
         // The parameterless overload is the active implementation.
         AlignedTile D;
-        matmul_tile(D.data(), A.data(), B.data(), get_active_kernel());
-        check(tiles_equal(C, D, 0.0f, 0.0f), "auto == active kernel, bit for bit");
+        matmul_tile(D.data(), t.A.data(), t.B.data(), get_active_kernel());
+        check(tiles_equal(t.got, D, 0.0f, 0.0f), "auto == active kernel, bit for bit");
     });
     run("Dispatcher.ExplicitReference", [] {
-        AlignedTile A, B, C, E;
-        std::mt19937 rng{42};
-        A.randomize(rng, 0.1f);
-        B.randomize(rng, 0.1f);
-        matmul_tile_ref(E.data(), A.data(), B.data());
-        matmul_tile(C.data(), A.data(), B.data(), KernelImpl::Reference);
-        check(tiles_equal(C, E, 0.0f, 0.0f), "explicit Reference == matmul_tile_ref");
+        Comparison t(matmul_tile_ref, matmul_with(KernelImpl::Reference), 0.1f);
+        check(tiles_equal(t.got, t.want, 0.0f, 0.0f), "explicit Reference == matmul_tile_ref");
     });
     run("Dispatcher.ExplicitAVX2", [] {
-        AlignedTile A, B, C, E;
-        std::mt19937 rng{42};
-        A.randomize(rng, 0.1f);
-        B.randomize(rng, 0.1f);
-        matmul_tile_ref(E.data(), A.data(), B.data());
-        matmul_tile(C.data(), A.data(), B.data(), KernelImpl::AVX2);
-        check(tiles_equal(C, E, 1e-4f, 1e-5f), "AVX2 (or its fallback) within 1e-4");
+        Comparison t(matmul_tile_ref, matmul_with(KernelImpl::AVX2), 0.1f);
+        check(tiles_equal(t.got, t.want, 1e-4f, 1e-5f), "AVX2 (or its fallback) within 1e-4");
     });
     run("Dispatcher.AllImplementationsAgree", [] {
         // Reference, AVX2, AVX512 pairwise within 1e-4 relative, at three scales.

@@ -20,6 +20,8 @@
 #include "mini_runtime/kernels.hpp"
 #include "mini_runtime/schedule.hpp"
 
+#include "mini_runtime_example_util.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -34,18 +36,9 @@
 #include <vector>
 
 using namespace mini_runtime;
+using mini_runtime_example::expect;
 
 namespace {
-
-int g_failures = 0;
-
-void expect(bool ok, const std::string& what)
-{
-    if (!ok) {
-        ++g_failures;
-        std::printf("FAIL: %s\n", what.c_str());
-    }
-}
 
 struct Matrix {
     size_t rows = 0, cols = 0;
@@ -332,6 +325,5 @@ int main()
         std::printf("FAIL: exception: %s\n", ex.what());
         return 1;
     }
-    std::printf("%s\n", g_failures == 0 ? "all checks passed" : "FAILED");
-    return g_failures == 0 ? 0 : 1;
+    return mini_runtime_example::finish();
 }
