@@ -9,6 +9,7 @@ const HEADERS: &[(&str, &str, &str)] = &[
     ("src/ffi/common.rs", "cllm_common.h", ""),
     ("src/ffi/kissing_spheres.rs", "cllm_kissing_spheres_threading.h", "#include \"cllm_common.h\"\n"),
     ("src/ffi/mini_runtime.rs", "mini_runtime.h", "#include \"cllm_common.h\"\n"),
+    ("src/ffi/echobeats.rs", "echobeats.h", "#include \"cllm_common.h\"\n"),
 ];
 
 fn main() {

@@ -5,5 +5,6 @@
 #include "cllm_common.h"
 #include "cllm_kissing_spheres_threading.h"
 #include "mini_runtime.h"
+#include "echobeats.h"
 
 #endif /* CLLM_H */

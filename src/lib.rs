@@ -2,6 +2,7 @@
 //! a safe Rust core and a C ABI (`src/ffi`) for C, C++ and Python callers.
 #![warn(missing_docs)]
 
+pub mod echobeats;
 pub mod error;
 pub mod ffi;
 pub mod runtime;

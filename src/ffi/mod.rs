@@ -3,6 +3,7 @@
 //! records failures for `cllm_last_error()`.
 
 pub mod common;
+pub mod echobeats;
 pub mod kissing_spheres;
 pub mod mini_runtime;
 

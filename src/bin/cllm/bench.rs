@@ -5,6 +5,8 @@
 //! A suite is a `bench_<name>.rs` module with a `run(&mut Reporter)`
 //! function, listed in [`SUITES`].
 
+#[path = "bench_echobeats.rs"]
+mod bench_echobeats;
 #[path = "bench_engine.rs"]
 mod bench_engine;
 #[path = "bench_mutex_pool.rs"]
@@ -32,6 +34,11 @@ const SUITES: &[Suite] = &[
         name: "spheres",
         about: "kissing-spheres scheduler vs rayon and a mutex+condvar pool",
         run: bench_spheres::run,
+    },
+    Suite {
+        name: "echobeats",
+        about: "Echobeats task pool vs a mutex+condvar pool of the original design",
+        run: bench_echobeats::run,
     },
     Suite {
         name: "engine",

@@ -5,8 +5,10 @@
 //! reduction buffer; the hierarchical reduction gives the totals, checked
 //! against a sieve; level-1 spheres report to the root by mailbox.
 //!
-//! mini_runtime: see `demo_engine.rs`.
+//! Echobeats: see `demo_echobeats.rs`; mini_runtime: see `demo_engine.rs`.
 
+#[path = "demo_echobeats.rs"]
+mod demo_echobeats;
 #[path = "demo_engine.rs"]
 mod demo_engine;
 
@@ -85,6 +87,7 @@ fn sieve_counts(n: u64) -> [u64; 12] {
 pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
     spheres_part(&a).map_err(|e| e.to_string())?;
+    demo_echobeats::echobeats_part().map_err(|e| e.to_string())?;
     demo_engine::engine_part(&a.trace).map_err(|e| e.to_string())
 }
 

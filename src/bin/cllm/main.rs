@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   cllm demo                      run the main job on embedded defaults
-  cllm bench <suite> [--json]    run a benchmark suite; suites: spheres, engine
+  cllm bench <suite> [--json]    run a benchmark suite; suites: spheres, echobeats, engine
   cllm version                   print the library version";
 
 fn main() -> ExitCode {
