@@ -256,6 +256,9 @@ typedef struct EchobeatsRecommendedConfig {
   int32_t usable_cpus;
 } EchobeatsRecommendedConfig;
 
+// Loop body for `echobeats_parallel_for`.
+typedef void (*EchobeatsLoopFn)(size_t index, void *user_data);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -492,6 +495,20 @@ int echobeats_recommended_config(struct EchobeatsRecommendedConfig *out);
 // # Safety
 // `m` NULL or live.
 int echobeats_ordered_lane_kind(const struct EchobeatsManager *m);
+
+// Calls `body(i, user_data)` for every i in [begin, end) on the intra-op
+// pool (`intra_op_threads` threads; calls run concurrently) and returns
+// when all are done — the parallel-for of `ECHOBEATS_LAYER_INTRA_OP` tasks,
+// callable from a task or from any thread.
+//
+// # Safety
+// `m` NULL or live; `body` must be safe to call concurrently with
+// `user_data` and must not unwind.
+int echobeats_parallel_for(struct EchobeatsManager *m,
+                           size_t begin,
+                           size_t end,
+                           EchobeatsLoopFn body,
+                           void *user_data);
 
 // CLOCK_MONOTONIC now in ns (the clock of `EchobeatsTask.deadline_ns`).
 int64_t echobeats_now_ns(void);

@@ -906,6 +906,13 @@ impl EchobeatsPool {
         self.inner.run_cycle()
     }
 
+    /// Runs `f(i)` for every `i` in `range` on the intra-op pool and returns
+    /// when all are done (what [`TaskContext::parallel_for`] gives a task,
+    /// for callers that have only the pool, such as the C ABI).
+    pub fn parallel_for(&self, range: std::ops::Range<usize>, f: impl Fn(usize) + Send + Sync) {
+        self.inner.parallel_for(range, f)
+    }
+
     /// The current step, 1..=12.
     pub fn current_step(&self) -> i32 {
         self.inner.step.load(Acquire)
@@ -1164,8 +1171,15 @@ impl TaskContext<'_> {
     /// panic in `f` fails the calling task. After shutdown the loop runs on
     /// the calling thread.
     pub fn parallel_for(&self, range: std::ops::Range<usize>, f: impl Fn(usize) + Send + Sync) {
+        self.pool.parallel_for(range, f)
+    }
+}
+
+impl Inner {
+    /// See [`TaskContext::parallel_for`].
+    fn parallel_for(&self, range: std::ops::Range<usize>, f: impl Fn(usize) + Send + Sync) {
         use rayon::prelude::*;
-        match self.pool.intra_pool() {
+        match self.intra_pool() {
             Some(pool) => pool.install(|| range.into_par_iter().for_each(f)),
             None => range.for_each(f),
         }

@@ -980,6 +980,50 @@ pub unsafe extern "C" fn echobeats_ordered_lane_kind(m: *const EchobeatsManager)
     })
 }
 
+/// Loop body for `echobeats_parallel_for`.
+pub type EchobeatsLoopFn = Option<unsafe extern "C" fn(index: usize, user_data: *mut c_void)>;
+
+/// The user data of a parallel loop, shared by the intra-op threads.
+#[derive(Clone, Copy)]
+struct LoopData(*mut c_void);
+// SAFETY: `echobeats_parallel_for` documents that `body` is called from
+// several threads at once with the same `user_data`.
+unsafe impl Send for LoopData {}
+// SAFETY: as above.
+unsafe impl Sync for LoopData {}
+
+/// Calls `body(i, user_data)` for every i in [begin, end) on the intra-op
+/// pool (`intra_op_threads` threads; calls run concurrently) and returns
+/// when all are done — the parallel-for of `ECHOBEATS_LAYER_INTRA_OP` tasks,
+/// callable from a task or from any thread.
+///
+/// # Safety
+/// `m` NULL or live; `body` must be safe to call concurrently with
+/// `user_data` and must not unwind.
+#[no_mangle]
+pub unsafe extern "C" fn echobeats_parallel_for(
+    m: *mut EchobeatsManager,
+    begin: usize,
+    end: usize,
+    body: EchobeatsLoopFn,
+    user_data: *mut c_void,
+) -> c_int {
+    guard(ECHOBEATS_ERROR, || {
+        let pool = manager(m)?;
+        let body = body.ok_or_else(|| invalid!("body is NULL"))?;
+        if begin > end {
+            return Err(invalid!("begin {begin} is after end {end}"));
+        }
+        let data = LoopData(user_data);
+        pool.parallel_for(begin..end, move |i| {
+            let d = data;
+            // SAFETY: the caller's loop body with its user data (contract).
+            unsafe { body(i, d.0) }
+        });
+        Ok(ECHOBEATS_OK)
+    })
+}
+
 /// CLOCK_MONOTONIC now in ns (the clock of `EchobeatsTask.deadline_ns`).
 #[no_mangle]
 pub extern "C" fn echobeats_now_ns() -> i64 {
