@@ -367,6 +367,32 @@ fn task_from(t: &EchobeatsTask, ctask: CTask) -> Result<TaskSpec> {
     })
 }
 
+/// The C form of a core configuration, with the log sink given at creation.
+fn config_to_c(c: &PoolConfig, log: EchobeatsLogFn, log_user_data: *mut c_void) -> EchobeatsConfig {
+    let (reject, wait) = match c.backpressure {
+        Backpressure::Reject => (1, 0),
+        Backpressure::Wait(w) => (0, i64::try_from(w.as_millis()).unwrap_or(-1)),
+    };
+    let n = |v: usize| v.min(i32::MAX as usize) as i32;
+    EchobeatsConfig {
+        threads_per_stream: n(c.threads_per_stream),
+        data_loader_workers: n(c.data_loader_workers),
+        inter_op_threads: n(c.inter_op_threads),
+        intra_op_threads: n(c.intra_op_threads),
+        cuda_streams: n(c.cuda_streams),
+        enable_numa_affinity: u8::from(c.enable_numa_affinity),
+        enable_realtime_priority: u8::from(c.enable_realtime_priority),
+        drain_on_shutdown: u8::from(c.drain_on_shutdown),
+        reject_when_full: reject,
+        target_cycle_time_ms: c.target_cycle_time_ms,
+        max_queue_depth: n(c.max_queue_depth),
+        submit_timeout_ms: wait,
+        result_retention: i64::try_from(c.result_retention).unwrap_or(i64::MAX),
+        log,
+        log_user_data,
+    }
+}
+
 /// Fills `out` with the defaults: auto thread counts, 3 ordered lanes, no
 /// NUMA pinning, 100 ms cycles, queues of 1000 (submit waits up to 1 s for
 /// room), 65536 retained results, drain on shutdown, silent.
@@ -379,28 +405,7 @@ pub unsafe extern "C" fn echobeats_config_default(out: *mut EchobeatsConfig) -> 
         if out.is_null() {
             return Err(invalid!("out is NULL"));
         }
-        let d = PoolConfig::default();
-        let (reject, wait) = match d.backpressure {
-            Backpressure::Reject => (1, 0),
-            Backpressure::Wait(w) => (0, w.as_millis() as i64),
-        };
-        let c = EchobeatsConfig {
-            threads_per_stream: d.threads_per_stream as i32,
-            data_loader_workers: d.data_loader_workers as i32,
-            inter_op_threads: d.inter_op_threads as i32,
-            intra_op_threads: d.intra_op_threads as i32,
-            cuda_streams: d.cuda_streams as i32,
-            enable_numa_affinity: u8::from(d.enable_numa_affinity),
-            enable_realtime_priority: u8::from(d.enable_realtime_priority),
-            drain_on_shutdown: u8::from(d.drain_on_shutdown),
-            reject_when_full: reject,
-            target_cycle_time_ms: d.target_cycle_time_ms,
-            max_queue_depth: d.max_queue_depth as i32,
-            submit_timeout_ms: wait,
-            result_retention: d.result_retention as i64,
-            log: None,
-            log_user_data: std::ptr::null_mut(),
-        };
+        let c = config_to_c(&PoolConfig::default(), None, std::ptr::null_mut());
         // SAFETY: non-NULL and writable per the contract.
         unsafe { out.write(c) };
         Ok(ECHOBEATS_OK)
@@ -595,29 +600,7 @@ pub unsafe extern "C" fn echobeats_get_config(m: *const EchobeatsManager, out: *
         if out.is_null() {
             return Err(invalid!("out is NULL"));
         }
-        let c = mgr.pool.config();
-        let (reject, wait) = match c.backpressure {
-            Backpressure::Reject => (1, 0),
-            Backpressure::Wait(w) => (0, i64::try_from(w.as_millis()).unwrap_or(-1)),
-        };
-        let n = |v: usize| v.min(i32::MAX as usize) as i32;
-        let v = EchobeatsConfig {
-            threads_per_stream: n(c.threads_per_stream),
-            data_loader_workers: n(c.data_loader_workers),
-            inter_op_threads: n(c.inter_op_threads),
-            intra_op_threads: n(c.intra_op_threads),
-            cuda_streams: n(c.cuda_streams),
-            enable_numa_affinity: u8::from(c.enable_numa_affinity),
-            enable_realtime_priority: u8::from(c.enable_realtime_priority),
-            drain_on_shutdown: u8::from(c.drain_on_shutdown),
-            reject_when_full: reject,
-            target_cycle_time_ms: c.target_cycle_time_ms,
-            max_queue_depth: n(c.max_queue_depth),
-            submit_timeout_ms: wait,
-            result_retention: i64::try_from(c.result_retention).unwrap_or(i64::MAX),
-            log: mgr.log,
-            log_user_data: mgr.log_user_data,
-        };
+        let v = config_to_c(mgr.pool.config(), mgr.log, mgr.log_user_data);
         // SAFETY: non-NULL and writable per the contract.
         unsafe { out.write(v) };
         Ok(ECHOBEATS_OK)
