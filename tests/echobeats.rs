@@ -56,6 +56,24 @@ impl Gate {
     }
 }
 
+/// A pool whose Cerebral stream (max depth 1, waiting back-pressure up to
+/// `wait`) is full: its one worker blocked by the returned gate, one task
+/// queued, and a thread blocked submitting one more.
+fn full_stream_with_a_waiting_submitter(
+    wait: Duration,
+) -> (Arc<EchobeatsPool>, Gate, std::thread::JoinHandle<cllm::Result<u64>>) {
+    let p = Arc::new(pool(PoolConfig { max_queue_depth: 1, backpressure: Backpressure::Wait(wait), ..small() }));
+    let (spec, g) = gate(CognitiveStream::Cerebral);
+    p.submit(spec).unwrap();
+    g.wait_started();
+    p.submit(TaskSpec::new(|_| Ok(()))).unwrap();
+    let submitter = {
+        let p = Arc::clone(&p);
+        std::thread::spawn(move || p.submit(TaskSpec::new(|_| Ok(()))))
+    };
+    (p, g, submitter)
+}
+
 fn status(p: &EchobeatsPool, id: u64) -> TaskStatus {
     p.wait_task(id, None).0
 }
@@ -879,36 +897,12 @@ fn backpressure_waits_then_fails_or_rejects() {
         assert_eq!(p.metrics().streams[0].current_queue_depth, 0);
     }
     // A waiting submitter gets in as soon as there is room.
-    let p = Arc::new(pool(PoolConfig {
-        max_queue_depth: 1,
-        backpressure: Backpressure::Wait(Duration::from_secs(60)),
-        ..small()
-    }));
-    let (spec, g) = gate(CognitiveStream::Cerebral);
-    p.submit(spec).unwrap();
-    g.wait_started();
-    p.submit(TaskSpec::new(|_| Ok(()))).unwrap();
-    let waiter = {
-        let p = Arc::clone(&p);
-        std::thread::spawn(move || p.submit(TaskSpec::new(|_| Ok(()))))
-    };
+    let (p, g, waiter) = full_stream_with_a_waiting_submitter(Duration::from_secs(60));
     g.open();
     let id = waiter.join().unwrap().unwrap();
     assert_eq!(status(&p, id), TaskStatus::Completed);
     // A submitter blocked for room is released by shutdown.
-    let p = Arc::new(pool(PoolConfig {
-        max_queue_depth: 1,
-        backpressure: Backpressure::Wait(Duration::from_secs(600)),
-        ..small()
-    }));
-    let (spec, g) = gate(CognitiveStream::Cerebral);
-    p.submit(spec).unwrap();
-    g.wait_started();
-    p.submit(TaskSpec::new(|_| Ok(()))).unwrap();
-    let blocked = {
-        let p = Arc::clone(&p);
-        std::thread::spawn(move || p.submit(TaskSpec::new(|_| Ok(()))))
-    };
+    let (p, g, blocked) = full_stream_with_a_waiting_submitter(Duration::from_secs(600));
     let shut = {
         let p = Arc::clone(&p);
         std::thread::spawn(move || p.shutdown())
