@@ -21,9 +21,11 @@
  *   EbGateTask, eb_gate_task_init(), eb_gate_work  a task that blocks on a
  *                              TuGate until the test opens it (and counts
  *                              its runs/destroys like EbCounter)
- *   eb_block_stream(m, stream, gate)  submits a gate task to `stream` and
- *                              waits until it runs: that stream's single
- *                              worker is busy until tu_gate_open(gate)
+ *   eb_counter_task(&c, rc, step)  eb_counter_init + eb_task counting into c
+ *   eb_block_stream(m, stream, g)  initialises gate task g, submits it to
+ *                              `stream` and waits until it runs: that
+ *                              stream's single worker is busy until
+ *                              tu_gate_open(&g->gate)
  *   EbShutdownBlocker, eb_block_until_shutdown(m, stream, b)  a task that
  *                              keeps `stream`'s single worker busy until a
  *                              shutdown begins (it waits at a barrier that
@@ -166,6 +168,13 @@ static inline int32_t eb_step_of_stream(int stream)
     return stream + 1;
 }
 
+/* eb_counter_init(c, rc), then a task for `step` that counts into *c. */
+static inline EchobeatsTask eb_counter_task(EbCounter *c, int rc, int32_t step)
+{
+    eb_counter_init(c, rc);
+    return eb_task(eb_count_work, c, eb_count_destroy, step);
+}
+
 static inline uint64_t eb_submit_at(const char *file, int line, const char *expr, EchobeatsManager *m,
                                     const EchobeatsTask *t)
 {
@@ -206,17 +215,26 @@ static inline void eb_gate_destroy(void *ctx)
     atomic_fetch_add(&((EbGateTask *)ctx)->counter.destroys, 1);
 }
 
-/* Submits a gate task to `stream` and returns once it runs (its id). */
+/* Waits (10 s at most) until `gate` is marked started and checks that it is;
+ * `submitted` false (the submit failed) skips the wait. */
+static inline void eb_check_started_at(const char *file, int line, const char *what, TuGate *gate, bool submitted)
+{
+    if (submitted)
+        tu_gate_wait_started(gate, 10000);
+    pthread_mutex_lock(&gate->m);
+    bool started = gate->started;
+    pthread_mutex_unlock(&gate->m);
+    tu_check(started, file, line, what, "%s", "");
+}
+
+/* Initialises *g (eb_gate_task_init), submits it to `stream` and returns
+ * once it runs (its id). */
 static inline uint64_t eb_block_stream_at(const char *file, int line, EchobeatsManager *m, int stream, EbGateTask *g)
 {
+    eb_gate_task_init(g);
     EchobeatsTask t = eb_task(eb_gate_work, g, eb_gate_destroy, eb_step_of_stream(stream));
     uint64_t id = eb_submit_at(file, line, "submit gate task", m, &t);
-    if (id != 0)
-        tu_gate_wait_started(&g->gate, 10000);
-    pthread_mutex_lock(&g->gate.m);
-    bool started = g->gate.started;
-    pthread_mutex_unlock(&g->gate.m);
-    tu_check(started, file, line, "gate task started", "%s", "");
+    eb_check_started_at(file, line, "gate task started", &g->gate, id != 0);
     return id;
 }
 
@@ -257,12 +275,7 @@ static inline uint64_t eb_block_until_shutdown_at(const char *file, int line, Ec
     tu_check(b->barrier != 0, file, line, "create_barrier(m, 2)", "%s", tu_err());
     EchobeatsTask t = eb_task(eb_shutdown_blocker_work, b, NULL, eb_step_of_stream(stream));
     uint64_t id = eb_submit_at(file, line, "submit shutdown blocker", m, &t);
-    if (id != 0)
-        tu_gate_wait_started(&b->gate, 10000);
-    pthread_mutex_lock(&b->gate.m);
-    bool started = b->gate.started;
-    pthread_mutex_unlock(&b->gate.m);
-    tu_check(started, file, line, "shutdown blocker started", "%s", "");
+    eb_check_started_at(file, line, "shutdown blocker started", &b->gate, id != 0);
     return id;
 }
 

@@ -26,9 +26,11 @@ static EchobeatsManager *full_pool(int reject, int64_t timeout_ms)
     return eb_create_cfg(&cfg);
 }
 
-/* Blocks stream 0 and fills it: DEPTH - 1 queued tasks plus one pending. */
+/* With stream 0 blocked by `blocker`, fills it: DEPTH - 1 queued tasks plus
+ * one pending, all counting into *c (initialised here). */
 static void fill(EchobeatsManager *m, EbCounter *c, uint64_t blocker)
 {
+    eb_counter_init(c, 0);
     for (int i = 0; i < DEPTH - 1; i++) {
         EchobeatsTask t = eb_task(eb_count_work, c, eb_count_destroy, 1);
         EB_SUBMIT(m, &t);
@@ -42,20 +44,25 @@ static void fill(EchobeatsManager *m, EbCounter *c, uint64_t blocker)
     CHECK_EQ_I64(met.streams[0].current_queue_depth, DEPTH);
 }
 
+/* full_pool(reject, timeout_ms) with stream 0 blocked by gate task *g and
+ * filled with tasks counting into *c; NULL if the pool was not created. */
+static EchobeatsManager *full_gated_pool(int reject, int64_t timeout_ms, EbGateTask *g, EbCounter *c)
+{
+    EchobeatsManager *m = full_pool(reject, timeout_ms);
+    if (m != NULL)
+        fill(m, c, eb_block_stream(m, 0, g));
+    return m;
+}
+
 static void reject_when_full(void)
 {
-    EchobeatsManager *m = full_pool(1, 0);
+    EbGateTask g;
+    EbCounter c;
+    EchobeatsManager *m = full_gated_pool(1, 0, &g, &c);
     if (m == NULL)
         return;
-    EbGateTask g;
-    eb_gate_task_init(&g);
-    uint64_t blocker = eb_block_stream(m, 0, &g);
-    EbCounter c;
-    eb_counter_init(&c, 0);
-    fill(m, &c, blocker);
     EbCounter r;
-    eb_counter_init(&r, 0);
-    EchobeatsTask t = eb_task(eb_count_work, &r, eb_count_destroy, 7);
+    EchobeatsTask t = eb_counter_task(&r, 0, 7);
     double t0 = tu_now();
     CHECK_ERR(echobeats_submit(m, &t), 0);
     CHECK_ERR(echobeats_submit_for_step(m, eb_count_work, &r, eb_count_destroy, 10, 0.5f), 0);
@@ -78,18 +85,13 @@ static void reject_when_full(void)
 
 static void wait_times_out(void)
 {
-    EchobeatsManager *m = full_pool(0, 30);
+    EbGateTask g;
+    EbCounter c;
+    EchobeatsManager *m = full_gated_pool(0, 30, &g, &c);
     if (m == NULL)
         return;
-    EbGateTask g;
-    eb_gate_task_init(&g);
-    uint64_t blocker = eb_block_stream(m, 0, &g);
-    EbCounter c;
-    eb_counter_init(&c, 0);
-    fill(m, &c, blocker);
     EbCounter r;
-    eb_counter_init(&r, 0);
-    EchobeatsTask t = eb_task(eb_count_work, &r, eb_count_destroy, 1);
+    EchobeatsTask t = eb_counter_task(&r, 0, 1);
     double t0 = tu_now();
     CHECK_ERR(echobeats_submit(m, &t), 0);
     double took = tu_now() - t0;
@@ -108,6 +110,17 @@ typedef struct {
     const char *err;
 } Blocked;
 
+static void *blocked_submit(void *arg);
+
+/* Starts a thread whose submit (counting into *r, initialised here) waits
+ * for room in the full stream 0; its outcome lands in *b. */
+static void start_blocked_submit(pthread_t *th, Blocked *b, EchobeatsManager *m, EbCounter *r)
+{
+    eb_counter_init(r, 0);
+    *b = (Blocked){m, r, 0, NULL};
+    CHECK(pthread_create(th, NULL, blocked_submit, b) == 0);
+}
+
 static void *blocked_submit(void *arg)
 {
     Blocked *b = (Blocked *)arg;
@@ -119,20 +132,15 @@ static void *blocked_submit(void *arg)
 
 static void wait_succeeds_with_room(void)
 {
-    EchobeatsManager *m = full_pool(0, -1);
+    EbGateTask g;
+    EbCounter c;
+    EchobeatsManager *m = full_gated_pool(0, -1, &g, &c);
     if (m == NULL)
         return;
-    EbGateTask g;
-    eb_gate_task_init(&g);
-    uint64_t blocker = eb_block_stream(m, 0, &g);
-    EbCounter c;
-    eb_counter_init(&c, 0);
-    fill(m, &c, blocker);
     EbCounter r;
-    eb_counter_init(&r, 0);
-    Blocked b = {m, &r, 0, NULL};
+    Blocked b;
     pthread_t th;
-    CHECK(pthread_create(&th, NULL, blocked_submit, &b) == 0);
+    start_blocked_submit(&th, &b, m, &r);
     /* The submitter cannot get in while the stream is full. */
     CHECK_EQ_I64(atomic_load(&r.destroys), 0);
     tu_gate_open(&g.gate);
@@ -154,13 +162,11 @@ static void shutdown_wakes_submitter(void)
     EbShutdownBlocker sb;
     uint64_t blocker = eb_block_until_shutdown(m, 0, &sb);
     EbCounter c;
-    eb_counter_init(&c, 0);
     fill(m, &c, blocker);
     EbCounter r;
-    eb_counter_init(&r, 0);
-    Blocked b = {m, &r, 0, NULL};
+    Blocked b;
     pthread_t th;
-    CHECK(pthread_create(&th, NULL, blocked_submit, &b) == 0);
+    start_blocked_submit(&th, &b, m, &r);
     /* Before or while the submitter waits, the pool shuts down: it gets 0. */
     CHECK_EQ_I64(echobeats_shutdown(m, NULL), ECHOBEATS_OK);
     pthread_join(th, NULL);
@@ -173,15 +179,11 @@ static void shutdown_wakes_submitter(void)
 
 static void other_streams_unaffected(void)
 {
-    EchobeatsManager *m = full_pool(1, 0);
+    EbGateTask g;
+    EbCounter c;
+    EchobeatsManager *m = full_gated_pool(1, 0, &g, &c);
     if (m == NULL)
         return;
-    EbGateTask g;
-    eb_gate_task_init(&g);
-    uint64_t blocker = eb_block_stream(m, 0, &g);
-    EbCounter c;
-    eb_counter_init(&c, 0);
-    fill(m, &c, blocker);
     EbCounter o;
     eb_counter_init(&o, 0);
     for (int i = 0; i < 50; i++) {

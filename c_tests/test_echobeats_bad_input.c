@@ -27,8 +27,7 @@
 static void null_manager(void)
 {
     EbCounter c;
-    eb_counter_init(&c, 0);
-    EchobeatsTask t = eb_task(eb_count_work, &c, eb_count_destroy, 1);
+    EchobeatsTask t = eb_counter_task(&c, 0, 1);
     EchobeatsMetrics met;
     EchobeatsShutdownReport rep;
     EchobeatsTaskResult res;
@@ -153,24 +152,22 @@ static void bad_tasks(void)
         snprintf(what, sizeof what, "step %d", (int)steps[i]);
         expect_rejected(m, b, what);
     }
+    /* Out-of-range stream, phase and layer, one field at a time. */
+    enum { STREAM, PHASE, LAYER };
+    static const struct {
+        const char *what;
+        int field, value;
+    } fields[] = {
+        {"stream -1", STREAM, -1}, {"stream 3", STREAM, 3}, {"phase -1", PHASE, -1},
+        {"phase 4", PHASE, 4},     {"layer -1", LAYER, -1}, {"layer 5", LAYER, 5},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        EchobeatsTask b = good;
+        int *field[] = {[STREAM] = &b.stream, [PHASE] = &b.phase, [LAYER] = &b.layer};
+        *field[fields[i].field] = fields[i].value;
+        expect_rejected(m, b, fields[i].what);
+    }
     EchobeatsTask b = good;
-    b.stream = -1;
-    expect_rejected(m, b, "stream -1");
-    b = good;
-    b.stream = 3;
-    expect_rejected(m, b, "stream 3");
-    b = good;
-    b.phase = -1;
-    expect_rejected(m, b, "phase -1");
-    b = good;
-    b.phase = 4;
-    expect_rejected(m, b, "phase 4");
-    b = good;
-    b.layer = -1;
-    expect_rejected(m, b, "layer -1");
-    b = good;
-    b.layer = 5;
-    expect_rejected(m, b, "layer 5");
     const float prios[] = {NAN, INFINITY, -INFINITY};
     for (int i = 0; i < 3; i++) {
         b = good;
@@ -307,8 +304,7 @@ static void after_shutdown(void)
     if (m == NULL)
         return;
     EbCounter ran;
-    eb_counter_init(&ran, 0);
-    EchobeatsTask t = eb_task(eb_count_work, &ran, eb_count_destroy, 2);
+    EchobeatsTask t = eb_counter_task(&ran, 0, 2);
     uint64_t before = EB_SUBMIT(m, &t);
     uint64_t barrier = echobeats_create_barrier(m, 2);
     CHECK(barrier != 0);

@@ -31,8 +31,7 @@ static void ran_and_succeeded(void)
     if (m == NULL)
         return;
     EbCounter c;
-    eb_counter_init(&c, 0);
-    EchobeatsTask t = eb_task(eb_count_work, &c, eb_count_destroy, 1);
+    EchobeatsTask t = eb_counter_task(&c, 0, 1);
     uint64_t id = EB_SUBMIT(m, &t);
     EB_WAIT(m, id, ECHOBEATS_TASK_COMPLETED);
     CHECK(echobeats_synchronize(m, 10000));
@@ -69,8 +68,7 @@ static void ran_and_failed(void)
     const int rcs[] = {1, -1, 7, ECHOBEATS_ERROR};
     for (int i = 0; i < 4; i++) {
         EbCounter c;
-        eb_counter_init(&c, rcs[i]);
-        EchobeatsTask t = eb_task(eb_count_work, &c, eb_count_destroy, 3);
+        EchobeatsTask t = eb_counter_task(&c, rcs[i], 3);
         uint64_t id = EB_SUBMIT(m, &t);
         EchobeatsTaskResult r;
         CHECK_EQ_I64(echobeats_wait_task(m, id, 10000, &r), ECHOBEATS_TASK_FAILED);
@@ -124,7 +122,6 @@ static void failed_submits(void)
             return;
         }
         EbGateTask g;
-        eb_gate_task_init(&g);
         eb_block_stream(f, 0, &g);
         atomic_init(&runs, 0);
         atomic_init(&destroys, 0);
@@ -159,8 +156,7 @@ static void expired_deadline(void)
     const int64_t past[] = {1, echobeats_now_ns() - 1, INT64_MIN};
     for (int i = 0; i < 3; i++) {
         EbCounter c;
-        eb_counter_init(&c, 0);
-        EchobeatsTask t = eb_task(eb_count_work, &c, eb_count_destroy, 1);
+        EchobeatsTask t = eb_counter_task(&c, 0, 1);
         t.deadline_ns = past[i];
         uint64_t id = EB_SUBMIT(m, &t);
         EchobeatsTaskResult r;
@@ -171,7 +167,6 @@ static void expired_deadline(void)
     }
     /* Passes while queued behind a blocked worker. */
     EbGateTask g;
-    eb_gate_task_init(&g);
     eb_block_stream(m, 0, &g);
     EbCounter late, fine;
     eb_counter_init(&late, 0);
@@ -207,7 +202,6 @@ static void failed_dependency(void)
     if (m == NULL)
         return;
     EbGateTask g;
-    eb_gate_task_init(&g);
     eb_block_stream(m, 1, &g);
     EbCounter bad, d1, d2, d3, other;
     eb_counter_init(&bad, 5);

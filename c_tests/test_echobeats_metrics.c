@@ -147,7 +147,6 @@ static void queue_wait_is_measured(void)
     if (m == NULL)
         return;
     EbGateTask g;
-    eb_gate_task_init(&g);
     eb_block_stream(m, 1, &g);
     uint64_t ids[10];
     EbCounter c;
@@ -233,7 +232,6 @@ static void reset_metrics(void)
         CHECK(echobeats_submit_for_step(m, eb_count_work, &c, eb_count_destroy, s, 0.5f) != 0);
     CHECK(echobeats_run_cycle(m) > 0);
     EbGateTask g;
-    eb_gate_task_init(&g);
     eb_block_stream(m, 2, &g);
     for (int i = 0; i < 5; i++)
         CHECK(echobeats_submit_for_step(m, eb_count_work, &c, eb_count_destroy, 3, 0.5f) != 0);

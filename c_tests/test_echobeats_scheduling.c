@@ -32,7 +32,6 @@ static void priority_order(void)
     if (m == NULL)
         return;
     EbGateTask g;
-    eb_gate_task_init(&g);
     eb_block_stream(m, 0, &g);
     EbOrder order;
     eb_order_init(&order);
@@ -83,7 +82,6 @@ static void fifo_among_equals(void)
     if (m == NULL)
         return;
     EbGateTask g;
-    eb_gate_task_init(&g);
     eb_block_stream(m, 1, &g);
     EbOrder order;
     eb_order_init(&order);
@@ -117,12 +115,10 @@ static void streams_are_independent(void)
     if (m == NULL)
         return;
     EbGateTask g;
-    eb_gate_task_init(&g);
     uint64_t blocker = eb_block_stream(m, 0, &g);
     for (int s = 1; s < 3; s++) {
         EbCounter c;
-        eb_counter_init(&c, 0);
-        EchobeatsTask t = eb_task(eb_count_work, &c, eb_count_destroy, eb_step_of_stream(s));
+        EchobeatsTask t = eb_counter_task(&c, 0, eb_step_of_stream(s));
         uint64_t id = EB_SUBMIT(m, &t);
         EB_WAIT(m, id, ECHOBEATS_TASK_COMPLETED);
         CHECK(echobeats_wait_stream(m, s, 10000));
@@ -173,7 +169,6 @@ static void ordered_lane(void)
         static LaneCtx ctx[NLANE];
         /* Block one worker so that the lane tasks queue up first. */
         EbGateTask g;
-        eb_gate_task_init(&g);
         eb_block_stream(m, 2, &g);
         for (int i = 0; i < NLANE; i++) {
             ctx[i].tag.order = &order;
@@ -212,7 +207,6 @@ static void data_loader_layer(void)
     if (m == NULL)
         return;
     EbGateTask g;
-    eb_gate_task_init(&g);
     eb_block_stream(m, 0, &g);
     EbCounter c;
     eb_counter_init(&c, 0);
@@ -290,7 +284,6 @@ static void dependency_diamond(void)
     eb_order_init(&order);
     EbTag tb = {&order, 1, 0}, tc = {&order, 2, 0}, td = {&order, 3, 0};
     EbGateTask a;
-    eb_gate_task_init(&a);
     uint64_t a_id = eb_block_stream(m, 0, &a); /* A: running until opened */
     EchobeatsTask t = eb_task(eb_order_work, &tb, NULL, 2);
     t.dependencies = &a_id;
@@ -339,8 +332,7 @@ static void dependency_on_finished(void)
     if (m == NULL)
         return;
     EbCounter c;
-    eb_counter_init(&c, 0);
-    EchobeatsTask t = eb_task(eb_count_work, &c, eb_count_destroy, 1);
+    EchobeatsTask t = eb_counter_task(&c, 0, 1);
     uint64_t a = EB_SUBMIT(m, &t);
     uint64_t b = EB_SUBMIT(m, &t);
     EB_WAIT(m, a, ECHOBEATS_TASK_COMPLETED);
@@ -362,8 +354,7 @@ static void future_deadline(void)
     if (m == NULL)
         return;
     EbCounter c;
-    eb_counter_init(&c, 0);
-    EchobeatsTask t = eb_task(eb_count_work, &c, eb_count_destroy, 7);
+    EchobeatsTask t = eb_counter_task(&c, 0, 7);
     t.deadline_ns = echobeats_now_ns() + 30LL * 1000000000LL;
     uint64_t id = EB_SUBMIT(m, &t);
     t.deadline_ns = INT64_MAX;

@@ -36,7 +36,6 @@ static void wait_stream_sees_running(void)
     for (int s = 0; s < 3; s++)
         CHECK(echobeats_wait_stream(m, s, 0));
     EbGateTask g;
-    eb_gate_task_init(&g);
     uint64_t blocker = eb_block_stream(m, 0, &g);
     /* The queue is empty, but the task runs: not idle. */
     EchobeatsMetrics met;
@@ -52,8 +51,7 @@ static void wait_stream_sees_running(void)
 
     /* A task of stream 1 pending on the blocker keeps stream 1 busy. */
     EbCounter c;
-    eb_counter_init(&c, 0);
-    EchobeatsTask t = eb_task(eb_count_work, &c, eb_count_destroy, 2);
+    EchobeatsTask t = eb_counter_task(&c, 0, 2);
     t.dependencies = &blocker;
     t.dependency_count = 1;
     uint64_t pending = EB_SUBMIT(m, &t);
@@ -147,7 +145,6 @@ static void synchronize_counts(void)
     CHECK_EQ_I64(met.sync_events, 2);
     for (int s = 0; s < 3; s++) {
         EbGateTask g;
-        eb_gate_task_init(&g);
         eb_block_stream(m, s, &g);
         double t0 = tu_now();
         CHECK(!echobeats_synchronize(m, 20));
