@@ -2,8 +2,8 @@
 # Runs every test of libcllm, failing at the first error:
 #   deps     install cmake, a C/C++ compiler, make and pkg-config if missing
 #   fmt      cargo fmt --check
-#   clippy   cargo clippy --all-targets -- -D warnings
-#   test     cargo test --release
+#   clippy   cargo clippy --all-targets -- -D warnings (and the lib with --features cuda)
+#   test     cargo test --release (and the Echobeats tests with --features cuda)
 #   headers  include/ is what build.rs generates (committed, not stale)
 #   cmake    cmake configure + build of build/ci, then ctest (C tests, ASan,
 #            C++ examples, header self-containment, static link, consumers)
@@ -122,9 +122,18 @@ stage_deps() {
 
 stage_fmt() { step fmt cargo fmt --check; }
 
-stage_clippy() { step clippy cargo clippy --all-targets -- -D warnings; }
+stage_clippy() {
+    step clippy cargo clippy --all-targets -- -D warnings
+    # The optional CUDA support must build (it loads the driver at run time).
+    step clippy-cuda cargo clippy --lib --features cuda -- -D warnings
+}
 
-stage_test() { step cargo-test cargo test --release; }
+stage_test() {
+    step cargo-test cargo test --release
+    # With `cuda`, on a machine without a GPU, the pool must fall back to
+    # ordered CPU lanes.
+    step cargo-test-cuda cargo test --release --features cuda --test echobeats
+}
 
 check_headers() {
     if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then

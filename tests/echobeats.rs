@@ -1267,3 +1267,24 @@ fn stress_four_submitters_random_priorities_and_dependency_chains() {
     let r = p.shutdown();
     assert_eq!((r.drained, r.cancelled), (0, 0));
 }
+
+/// With the `cuda` feature on a machine without a CUDA device, ordered
+/// lanes fall back to CPU lanes and a `CudaStream` task gets no stream but
+/// still runs in lane order.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_feature_without_a_device_falls_back_to_cpu_lanes() {
+    let p = pool(small());
+    if p.ordered_lane_kind() == OrderedLaneKind::Cuda {
+        return; // a GPU is present: the CPU fallback cannot be observed here
+    }
+    let (tx, rx) = channel();
+    let mut t = on(CognitiveStream::Somatic, move |ctx| {
+        tx.send(ctx.cuda_stream().is_none()).unwrap();
+        Ok(())
+    });
+    t.layer = PoolLayer::CudaStream;
+    let id = p.submit(t).unwrap();
+    assert_eq!(status(&p, id), TaskStatus::Completed);
+    assert!(rx.recv().unwrap(), "no stream without a device");
+}

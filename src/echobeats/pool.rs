@@ -527,6 +527,9 @@ enum Dep {
 pub(crate) struct Inner {
     cfg: PoolConfig,
     lanes: usize,
+    /// A CUDA stream per ordered lane, when the `cuda` feature found a device.
+    #[cfg(feature = "cuda")]
+    cuda: Option<Vec<Arc<cudarc::driver::CudaStream>>>,
     epoch: Instant,
     next_id: CachePadded<AtomicU64>,
     streams: [StreamState; 3],
@@ -765,6 +768,8 @@ impl EchobeatsPool {
         let tps = cfg.threads_per_stream;
         let inner = Arc::new(Inner {
             lanes: cfg.cuda_streams,
+            #[cfg(feature = "cuda")]
+            cuda: crate::sys::cuda::new_streams(cfg.cuda_streams),
             epoch: Instant::now(),
             next_id: CachePadded::new(AtomicU64::new(1)),
             streams: std::array::from_fn(|_| StreamState {
@@ -1145,8 +1150,13 @@ impl EchobeatsPool {
         }
     }
 
-    /// How ordered lanes run: on the CPU (no `cuda` feature exists yet).
+    /// How ordered lanes run: with a CUDA stream each when the `cuda`
+    /// feature found a device, else as ordered CPU lanes.
     pub fn ordered_lane_kind(&self) -> OrderedLaneKind {
+        #[cfg(feature = "cuda")]
+        if self.inner.cuda.is_some() {
+            return OrderedLaneKind::Cuda;
+        }
         OrderedLaneKind::Cpu
     }
 
@@ -1172,6 +1182,18 @@ impl TaskContext<'_> {
     /// the calling thread.
     pub fn parallel_for(&self, range: std::ops::Range<usize>, f: impl Fn(usize) + Send + Sync) {
         self.pool.parallel_for(range, f)
+    }
+
+    /// The CUDA stream of this task's ordered lane, for a `CudaStream`
+    /// task on a pool that found a device (feature `cuda`): work queued on
+    /// it runs in lane order, and the task counts as finished only when the
+    /// stream has drained.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_stream(&self) -> Option<&Arc<cudarc::driver::CudaStream>> {
+        if self.layer != PoolLayer::CudaStream {
+            return None;
+        }
+        self.pool.cuda.as_ref()?.get(self.stream as usize % self.pool.lanes)
     }
 }
 
@@ -1819,7 +1841,15 @@ impl Inner {
             }
         } else {
             let ctx = TaskContext { pool: self, id, stream, step, phase, layer };
-            let outcome = catch_unwind(AssertUnwindSafe(|| work(&ctx)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                work(&ctx)?;
+                // A task on a GPU lane is done when its GPU work is.
+                #[cfg(feature = "cuda")]
+                if let Some(s) = ctx.cuda_stream() {
+                    s.synchronize().map_err(|e| format!("CUDA stream: {e:?}"))?;
+                }
+                Ok::<(), String>(())
+            }));
             let exec_ns = self.now_ns().saturating_sub(start).max(1);
             let status = match &outcome {
                 Ok(Ok(())) => TaskStatus::Completed,

@@ -2,6 +2,8 @@
 //! process may really use, the CPU/NUMA layout, and thread pinning.
 
 mod cpus;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod futex;
 mod topology;
 
