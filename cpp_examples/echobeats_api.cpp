@@ -792,6 +792,36 @@ void design_document_names()
 
 }  // namespace
 
+void parallel_for()
+{
+    Pool p(SilentConfig(1));
+    std::vector<std::atomic<int>> hits(5000);
+    EB_EXPECT(p.ParallelFor(0, hits.size(), [&hits](size_t i) { hits[i].fetch_add(1); }));
+    int wrong = 0;
+    for (auto& h : hits)
+        wrong += h.load() != 1;
+    EB_EXPECT(wrong == 0);
+    // From inside an IntraOp task.
+    std::atomic<long> sum{0};
+    FCognitiveTask t;
+    t.TargetLayer = EThreadPoolLayer::IntraOp;
+    t.Work = [&] { p.ParallelFor(0, 100, [&sum](size_t i) { sum += static_cast<long>(i); }); };
+    EB_EXPECT(p.WaitForTask(p.SubmitTask(t), milliseconds(10000)));
+    EB_EXPECT(sum.load() == 4950);
+    // An exception in the body comes back to the caller after the loop.
+    bool thrown = false;
+    try {
+        p.ParallelFor(0, 10, [](size_t i) {
+            if (i == 3)
+                throw std::runtime_error("body failed");
+        });
+    } catch (const std::runtime_error&) {
+        thrown = true;
+    }
+    EB_EXPECT(thrown);
+    EB_EXPECT(!p.ParallelFor(5, 1, [](size_t) {}));
+}
+
 int main()
 {
     return echobeats_test::RunTests("echobeats_api", {
@@ -815,6 +845,7 @@ int main()
                                                          {"deadlines", deadlines},
                                                          {"dependencies_and_order", dependencies_and_order},
                                                          {"layers", layers},
+                                                         {"parallel_for", parallel_for},
                                                          {"shutdown_extension", shutdown_extension},
                                                          {"concurrent_waiters", concurrent_waiters},
                                                          {"design_document_names", design_document_names},

@@ -920,6 +920,39 @@ public:
         return Out;
     }
 
+    /// Calls Body(i) for every i in [Begin, End) on the intra-op pool
+    /// (IntraOpThreads threads, concurrently) and returns when all are done:
+    /// the parallel-for of IntraOp tasks, usable from any task or thread.
+    /// The first exception thrown by Body is rethrown here after the loop
+    /// (no exception crosses into the library); returns false, with
+    /// GetLastError(), when the library refuses (e.g. Begin > End).
+    template <typename F>
+    bool ParallelFor(size_t Begin, size_t End, F&& Body)
+    {
+        struct Loop {
+            F* Body;
+            std::mutex Mutex;
+            std::exception_ptr Error;
+            static void Run(size_t I, void* User) noexcept
+            {
+                Loop* L = static_cast<Loop*>(User);
+                try {
+                    (*L->Body)(I);
+                } catch (...) {
+                    std::lock_guard<std::mutex> Lock(L->Mutex);
+                    if (!L->Error)
+                        L->Error = std::current_exception();
+                }
+            }
+        };
+        Loop L;
+        L.Body = &Body;
+        const bool Ok = echobeats_parallel_for(Handle, Begin, End, &Loop::Run, &L) == ECHOBEATS_OK;
+        if (L.Error)
+            std::rethrow_exception(L.Error);
+        return Ok;
+    }
+
     /// Why the last failing call of this class on this thread failed.
     static std::string GetLastError() { return EchobeatsDetail::LastError(); }
 
