@@ -59,7 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cllm.h"
+#include "libcllm.h"
 
 #ifndef TU_MAX_FAIL_LINES
 #define TU_MAX_FAIL_LINES 200

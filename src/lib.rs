@@ -8,6 +8,7 @@ pub mod ffi;
 pub mod runtime;
 pub mod spheres;
 pub mod sys;
+pub mod training;
 
 pub use error::{Error, Result};
 

@@ -2,6 +2,11 @@
 //! arguments, converts types, runs the core inside a panic boundary and
 //! records failures for `cllm_last_error()`.
 
+pub mod cllm;
+pub mod cllm_batch;
+pub mod cllm_training;
+pub mod cllm_training_threaded;
+pub mod cllm_utils;
 pub mod common;
 pub mod echobeats;
 pub mod kissing_spheres;
@@ -97,4 +102,78 @@ pub(crate) unsafe fn write_c_string(text: &str, buf: *mut std::os::raw::c_char, 
         }
     }
     i64::try_from(text.len()).map_err(|_| Error::InvalidArgument("text too long".into()))
+}
+
+/// Borrows a C string argument as UTF-8.
+///
+/// # Safety
+/// `p` must be NULL or a valid NUL-terminated string for the returned lifetime.
+pub(crate) unsafe fn c_str<'a>(p: *const std::os::raw::c_char, what: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(Error::InvalidArgument(format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the contract.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| Error::InvalidArgument(format!("{what} is not valid UTF-8")))
+}
+
+/// Borrows a caller array of `len` elements (NULL only when `len` is 0).
+///
+/// # Safety
+/// `p` must be valid for reading `len` elements for the returned lifetime.
+pub(crate) unsafe fn in_slice<'a, T>(p: *const T, len: usize, what: &str) -> Result<&'a [T], Error> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Error::InvalidArgument(format!("{what} is NULL but its length is {len}")));
+    }
+    if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+        return Err(Error::InvalidArgument(format!("{what} length {len} is too large (a negative value?)")));
+    }
+    // SAFETY: non-NULL, and valid for `len` elements per the contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Borrows the first `need` elements of a caller output buffer of
+/// `capacity` elements, failing when it is NULL or too small.
+///
+/// # Safety
+/// `p` must be valid for writing `capacity` elements for the returned lifetime.
+pub(crate) unsafe fn out_slice<'a, T>(
+    p: *mut T,
+    capacity: usize,
+    need: usize,
+    what: &str,
+) -> Result<&'a mut [T], Error> {
+    if capacity < need {
+        return Err(Error::InvalidArgument(format!("{what} holds {capacity} elements, {need} are needed")));
+    }
+    if need == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(Error::InvalidArgument(format!("{what} is NULL")));
+    }
+    if need > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+        return Err(Error::InvalidArgument(format!("{what} length {need} is too large")));
+    }
+    // SAFETY: non-NULL, and valid for `need <= capacity` elements per the contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, need) })
+}
+
+/// Frees a handle made by `Box::into_raw` behind a panic boundary (a
+/// panicking destructor is reported, not unwound into C); NULL is a no-op.
+///
+/// # Safety
+/// `p` must be NULL or come from `Box::into_raw` and not be freed yet.
+pub(crate) unsafe fn free_box<T>(p: *mut T) {
+    guard((), || {
+        if !p.is_null() {
+            // SAFETY: guaranteed by the caller.
+            drop(unsafe { Box::from_raw(p) });
+        }
+        Ok(())
+    })
 }

@@ -15,4 +15,4 @@ pub use hierarchy::{
 };
 pub use mailbox::{Message, MessageKind, Priority};
 pub use stats::{SphereState, SphereStats, SystemSummary};
-pub use system::{Shape, SphereOptions, SphereSystem, WorkFn, DEFAULT_MAILBOX_CAPACITY, MAX_THREADS};
+pub use system::{Shape, SphereOptions, SphereSystem, WorkFn, WorkerProbe, DEFAULT_MAILBOX_CAPACITY, MAX_THREADS};

@@ -119,6 +119,21 @@ struct WorkerPlan {
 
 static NEXT_SYSTEM_ID: AtomicUsize = AtomicUsize::new(1);
 
+/// Tells which worker of one system the calling thread is
+/// (see [`SphereSystem::worker_probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerProbe {
+    system: usize,
+}
+
+impl WorkerProbe {
+    /// The calling thread's worker index in the system, if it is one.
+    pub fn current(&self) -> Option<usize> {
+        let (sys, w) = CURRENT_WORKER.with(Cell::get);
+        (sys == self.system).then_some(w)
+    }
+}
+
 thread_local! {
     /// (system id, worker index) of the worker running on this thread.
     static CURRENT_WORKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
@@ -430,6 +445,13 @@ impl SphereSystem {
     /// The index of the calling thread if it is one of this system's workers.
     pub fn current_worker_index(&self) -> Option<usize> {
         self.current_worker()
+    }
+
+    /// A small copyable handle that tells, on any thread, which worker of
+    /// this system the thread is; for work functions, which cannot hold
+    /// the system that holds them.
+    pub fn worker_probe(&self) -> WorkerProbe {
+        WorkerProbe { system: self.shared.id }
     }
 
     /// Queues a copy of `items`, spread over the leaf spheres group by

@@ -15,6 +15,8 @@ mod bench_mutex_pool;
 mod bench_report;
 #[path = "bench_spheres.rs"]
 mod bench_spheres;
+#[path = "bench_training.rs"]
+mod bench_training;
 
 use bench_report::Reporter;
 
@@ -44,6 +46,11 @@ const SUITES: &[Suite] = &[
         name: "engine",
         about: "mini_runtime engine: sequential vs pipelined, 512³ and tile kernels vs matrixmultiply",
         run: bench_engine::run,
+    },
+    Suite {
+        name: "training",
+        about: "transformer training steps at 1 and 2 threads vs llm.c's figures on this machine",
+        run: bench_training::run,
     },
 ];
 

@@ -5,12 +5,15 @@
 //! reduction buffer; the hierarchical reduction gives the totals, checked
 //! against a sieve; level-1 spheres report to the root by mailbox.
 //!
-//! Echobeats: see `demo_echobeats.rs`; mini_runtime: see `demo_engine.rs`.
+//! Echobeats: see `demo_echobeats.rs`; mini_runtime: see `demo_engine.rs`;
+//! training: see `demo_training.rs`.
 
 #[path = "demo_echobeats.rs"]
 mod demo_echobeats;
 #[path = "demo_engine.rs"]
 mod demo_engine;
+#[path = "demo_training.rs"]
+mod demo_training;
 
 use cllm::spheres::{MessageKind, Priority, Shape, SphereOptions, SphereSystem};
 use std::sync::Arc;
@@ -24,11 +27,13 @@ struct Args {
     items: u64,
     threads: usize,
     trace: std::path::PathBuf,
+    train_out: std::path::PathBuf,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let trace = std::env::temp_dir().join("cllm_engine_trace.json");
-    let mut a = Args { levels: DEFAULT_LEVELS, items: DEFAULT_ITEMS, threads: 0, trace };
+    let train_out = std::env::temp_dir().join("cllm_demo_training");
+    let mut a = Args { levels: DEFAULT_LEVELS, items: DEFAULT_ITEMS, threads: 0, trace, train_out };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -39,9 +44,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--items" => a.items = value("--items")?,
             "--threads" => a.threads = value("--threads")? as usize,
             "--trace" => a.trace = it.next().ok_or("--trace needs a file path")?.into(),
+            "--train-out" => a.train_out = it.next().ok_or("--train-out needs a directory")?.into(),
             other => {
                 return Err(format!(
-                    "demo: unknown option {other} (options: --levels N --items N --threads N --trace FILE)"
+                    "demo: unknown option {other} (options: --levels N --items N --threads N --trace FILE \
+                     --train-out DIR)"
                 ))
             }
         }
@@ -88,7 +95,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
     spheres_part(&a).map_err(|e| e.to_string())?;
     demo_echobeats::echobeats_part().map_err(|e| e.to_string())?;
-    demo_engine::engine_part(&a.trace).map_err(|e| e.to_string())
+    demo_engine::engine_part(&a.trace).map_err(|e| e.to_string())?;
+    demo_training::training_part(a.threads, &a.train_out)
 }
 
 fn spheres_part(a: &Args) -> cllm::Result<()> {
