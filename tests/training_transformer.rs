@@ -64,22 +64,26 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 
 #[test]
 fn loss_on_the_embedded_corpus_falls_from_about_ln256_to_below_3() {
+    const STEPS: u64 = 1000;
     let tokens = corpus();
     let (train_part, held_out) = tokens.split_at(tokens.len() * 9 / 10);
     let data = BatchIterator::new(train_part, 8, 32, true, true).unwrap();
     let eval = BatchIterator::new(held_out, 8, 32, false, true).unwrap();
     let (m, mut p) = model(tiny());
-    let cfg = config(300);
+    let cfg = config(STEPS);
     let mut st = OptimizerState::new(cfg.optimizer, p.len());
     let mut t = ThreadedTrainer::new(m, &cfg, data, 1).unwrap();
     let initial = t.evaluate(&mut p, &eval).unwrap();
     assert!((initial - 256f64.ln()).abs() < 0.3, "initial loss {initial}");
     let mut epochs = 0;
-    while st.step < 300 {
+    while st.step < STEPS {
         t.train_epoch(&mut p, &mut st).unwrap();
         epochs += 1;
     }
     let after = t.evaluate(&mut p, &eval).unwrap();
+    eprintln!("held-out loss {initial:.4} -> {after:.4} after {epochs} epochs");
+    // About 2.4 with this budget (a few seconds on one core in debug
+    // builds, well under one in release).
     assert!(after < 3.0, "held-out loss {initial} -> {after} after {epochs} epochs");
 }
 

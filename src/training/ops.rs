@@ -41,7 +41,7 @@ const GEMM_NC: usize = 512;
 
 /// The widest vector unit usable on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isa {
+pub(crate) enum Isa {
     /// Baseline code for the target; always available.
     Portable,
     /// AVX2 with FMA.
@@ -54,7 +54,7 @@ enum Isa {
 
 /// Probed once: the kernels must pick the same path on every call so that
 /// results stay bit-identical for the life of the process.
-fn isa() -> Isa {
+pub(crate) fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     #[cfg(test)]
     if let Some(forced) = FORCED_ISA.with(|f| f.get()) {
@@ -118,7 +118,8 @@ macro_rules! multiversion {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 fn narrow($($arg: $ty),*) $(-> $ret)? { portable($($arg),*) }
-                match isa() {
+                use $crate::training::ops::Isa;
+                match $crate::training::ops::isa() {
                     // SAFETY: `isa()` found AVX-512 F/VL/BW/DQ, AVX2 and FMA on this CPU.
                     Isa::Avx512 => return unsafe { wide($($arg),*) },
                     // SAFETY: `isa()` found AVX2 and FMA on this CPU.
@@ -130,6 +131,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 // ---------------------------------------------------------------------------
 // Vectorisable scalar helpers

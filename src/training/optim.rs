@@ -1,5 +1,6 @@
 //! Optimizers, learning-rate schedules and gradient clipping.
 
+use super::ops::multiversion;
 use crate::error::{invalid, Result};
 
 /// First-moment decay of Adam/AdamW.
@@ -181,30 +182,54 @@ pub fn clip_scale(norm: f64, clip: f32) -> f32 {
 /// the parameters into slices gives the same result.
 pub fn apply_update(p: &UpdateParams, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], decay: bool) {
     let wd = if decay { p.weight_decay } else { 0.0 };
-    let s = p.grad_scale;
     match p.kind {
         OptimizerKind::AdamW | OptimizerKind::Adam => {
             let t = p.step.min(i32::MAX as u64) as i32;
             let c1 = 1.0 / (1.0 - ADAM_BETA1.powi(t));
             let c2 = 1.0 / (1.0 - ADAM_BETA2.powi(t));
-            let coupled = p.kind == OptimizerKind::Adam;
-            for (((w, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let mut g = g * s;
-                if coupled {
-                    g += wd * *w;
-                }
-                *m = ADAM_BETA1 * *m + (1.0 - ADAM_BETA1) * g;
-                *v = ADAM_BETA2 * *v + (1.0 - ADAM_BETA2) * g * g;
-                let step = (*m * c1) / ((*v * c2).sqrt() + ADAM_EPS);
-                *w -= p.lr * if coupled { step } else { step + wd * *w };
-            }
+            let h = AdamStep { lr: p.lr, wd, grad_scale: p.grad_scale, c1, c2, coupled: p.kind == OptimizerKind::Adam };
+            adam_update(&h, params, grads, m, v);
         }
-        OptimizerKind::Sgd => {
-            for ((w, &g), m) in params.iter_mut().zip(grads).zip(m.iter_mut()) {
-                let g = g * s + wd * *w;
-                *m = SGD_MOMENTUM * *m + g;
-                *w -= p.lr * *m;
+        OptimizerKind::Sgd => sgd_update(p.lr, wd, p.grad_scale, params, grads, m),
+    }
+}
+
+/// The per-step constants of an Adam update.
+struct AdamStep {
+    lr: f32,
+    wd: f32,
+    grad_scale: f32,
+    /// 1 / (1 − β₁ᵗ) and 1 / (1 − β₂ᵗ).
+    c1: f32,
+    c2: f32,
+    /// L2 decay in the gradient ("adam") instead of decoupled ("adamw").
+    coupled: bool,
+}
+
+multiversion! {
+    /// One Adam/AdamW update of a slice; element-wise, no fused
+    /// multiply-add, so every vector width gives the same bits.
+    fn adam_update(h: &AdamStep, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for (((w, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let mut g = g * h.grad_scale;
+            if h.coupled {
+                g += h.wd * *w;
             }
+            *m = ADAM_BETA1 * *m + (1.0 - ADAM_BETA1) * g;
+            *v = ADAM_BETA2 * *v + (1.0 - ADAM_BETA2) * g * g;
+            let step = (*m * h.c1) / ((*v * h.c2).sqrt() + ADAM_EPS);
+            *w -= h.lr * if h.coupled { step } else { step + h.wd * *w };
+        }
+    }
+}
+
+multiversion! {
+    /// One SGD-with-momentum update of a slice.
+    fn sgd_update(lr: f32, wd: f32, grad_scale: f32, params: &mut [f32], grads: &[f32], m: &mut [f32]) {
+        for ((w, &g), m) in params.iter_mut().zip(grads).zip(m.iter_mut()) {
+            let g = g * grad_scale + wd * *w;
+            *m = SGD_MOMENTUM * *m + g;
+            *w -= lr * *m;
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use super::batch::{Batch, BatchIterator};
 use super::model::{GradientModel, ModelWorker, Sequence};
+use super::ops::multiversion;
 use super::optim::{apply_update, clip_scale, LrSchedule, OptimizerKind, ScheduleKind, UpdateParams};
 use crate::error::{invalid, Error, Result};
 use crate::spheres::{hierarchy_levels, Shape, SphereOptions, SphereSystem, WorkerProbe, MAX_THREADS};
@@ -381,12 +382,10 @@ impl Shared {
         }
         for slot in &self.slots[..units] {
             // SAFETY: as above.
-            let src = unsafe { &slot.read()[range.clone()] };
-            acc.iter_mut().zip(src).for_each(|(a, &g)| *a += g);
+            add_assign(acc, unsafe { &slot.read()[range.clone()] });
         }
         if last {
-            let sumsq: f64 = acc.iter().map(|&g| (g as f64) * (g as f64)).sum();
-            self.chunk_sumsq[chunk].store(sumsq.to_bits(), Ordering::Relaxed);
+            self.chunk_sumsq[chunk].store(sum_of_squares(acc).to_bits(), Ordering::Relaxed);
         }
     }
 
@@ -777,6 +776,36 @@ impl Drop for ThreadedTrainer {
         // Workers are idle between calls; stop joins them. A system that
         // is already stopped has nothing to join.
         let _ = self.system.stop();
+    }
+}
+
+multiversion! {
+    /// `acc[i] += src[i]`: one rounding per element, in any vector width.
+    fn add_assign(acc: &mut [f32], src: &[f32]) {
+        for (a, &s) in acc.iter_mut().zip(src) {
+            *a += s;
+        }
+    }
+}
+
+/// Partial sums of [`sum_of_squares`]: a fixed count, so the result does
+/// not depend on the vector width.
+const SUMSQ_LANES: usize = 8;
+
+multiversion! {
+    /// Σ x² in f64, over 8 interleaved partial sums added in a fixed order.
+    fn sum_of_squares(x: &[f32]) -> f64 {
+        let mut lanes = [0.0f64; SUMSQ_LANES];
+        let mut blocks = x.chunks_exact(SUMSQ_LANES);
+        for b in &mut blocks {
+            for (l, &v) in lanes.iter_mut().zip(b) {
+                *l += v as f64 * v as f64;
+            }
+        }
+        for (l, &v) in lanes.iter_mut().zip(blocks.remainder()) {
+            *l += v as f64 * v as f64;
+        }
+        lanes.iter().sum()
     }
 }
 

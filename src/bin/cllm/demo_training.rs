@@ -6,7 +6,7 @@ use crate::train::{run_training, ModelShape, TrainSettings};
 use std::path::Path;
 
 /// Optimizer steps of the demo run.
-const STEPS: u64 = 1500;
+const STEPS: u64 = 3000;
 
 /// Runs the training part of the demo on `threads` workers (0 = every
 /// usable CPU), writing its files into `out_dir`.
@@ -15,7 +15,7 @@ pub fn training_part(threads: usize, out_dir: &Path) -> Result<(), String> {
         threads,
         epochs: 10,
         max_steps: STEPS,
-        shape: ModelShape { layers: 2, dim: 64, heads: 4, seq_len: 64 },
+        shape: ModelShape { layers: 2, dim: 128, heads: 4, seq_len: 64 },
         out_dir: out_dir.to_path_buf(),
         ..TrainSettings::default()
     };
