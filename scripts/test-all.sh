@@ -7,6 +7,10 @@
 #   headers  include/ is what build.rs generates (committed, not stale)
 #   cmake    cmake configure + build of build/ci, then ctest (C tests, ASan,
 #            C++ examples, header self-containment, static link, consumers)
+#   python   a fresh virtualenv in build/ci/python-venv, `pip install ./python`
+#            (builds libcllm through cargo, reusing target/), then the pytest
+#            suite of the mini_runtime package, run from a directory outside
+#            the source tree
 #
 # Usage: bash scripts/test-all.sh [stage ...]     (default: all, in order)
 # Environment: CLLM_CI_BUILD_DIR (default build/ci), CLLM_CI_JOBS (default 2).
@@ -16,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 BUILD_DIR=${CLLM_CI_BUILD_DIR:-build/ci}
 JOBS=${CLLM_CI_JOBS:-2}
-ALL_STAGES=(deps fmt clippy test headers cmake)
+ALL_STAGES=(deps fmt clippy test headers cmake python)
 
 if [[ $# -gt 0 ]]; then
     STAGES=("$@")
@@ -114,10 +118,27 @@ stage_deps() {
             missing "pkg-config" "apt-get install pkg-config"
         fi
     fi
+    # The python stage: python3 >= 3.8 with venv and pip (numpy, pytest,
+    # setuptools and wheel then come from PyPI into a fresh virtualenv).
+    if ! python_ok; then
+        if can_apt; then
+            apt_install python3 python3-venv python3-pip
+        fi
+        if ! python_ok; then
+            missing "python3 (>= 3.8) with the venv module and pip" \
+                "apt-get install python3 python3-venv python3-pip   (or python.org / pyenv)"
+        fi
+    fi
     echo "cargo:      $(cargo --version)"
     echo "cmake:      $(cmake --version | head -n1)"
     echo "C compiler: $( (cc --version 2>/dev/null || gcc --version 2>/dev/null || clang --version) | head -n1)"
     echo "pkg-config: $( (pkg-config --version 2>/dev/null || pkgconf --version) | head -n1)"
+    echo "python:     $(python3 --version 2>&1)"
+}
+
+# python3 >= 3.8 that can make a virtualenv with pip in it.
+python_ok() {
+    have python3 && python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 8))' >/dev/null 2>&1
 }
 
 stage_fmt() { step fmt cargo fmt --check; }
@@ -170,6 +191,51 @@ stage_cmake() {
     step cmake-build cmake --build "$BUILD_DIR" -j"$JOBS"
     # (cd instead of `ctest --test-dir`, which needs CMake >= 3.20)
     step ctest run_ctest
+}
+
+# python: the mini_runtime package (python/) in a fresh virtualenv. pip
+# builds libcllm with `cargo build --release --lib` into CARGO_TARGET_DIR
+# (default: this repository's target/, where the headers stage already
+# built it, so nothing is compiled twice).
+python_venv() {
+    rm -rf "$PY_VENV"
+    python3 -m venv "$PY_VENV"
+    if ! "$PY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check numpy pytest; then
+        echo "test-all.sh: pip could not install numpy and pytest: the python stage needs PyPI," >&2
+        echo "or PIP_INDEX_URL / PIP_FIND_LINKS naming a mirror with numpy, pytest, setuptools and wheel." >&2
+        return 1
+    fi
+}
+
+python_install() {
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" \
+        "$PY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$ROOT/python"
+}
+
+python_test() {
+    # From an empty directory outside the source tree: `import mini_runtime`
+    # must find the installed package and the libcllm bundled in it.
+    # (set -e does not apply inside a subshell on the left of ||: chain with &&.)
+    local run_dir rc=0
+    run_dir=$(mktemp -d)
+    (
+        cd "$run_dir" &&
+            "$PY_VENV/bin/python" -c 'import os, sys, mini_runtime as m, mini_runtime._native as n
+src = os.path.realpath(sys.argv[1])
+assert not os.path.realpath(m.__file__).startswith(src + os.sep), m.__file__
+print("imported", m.__file__, "with", n.library_path, "kernel", m.get_active_kernel_name())' "$ROOT/python" &&
+            timeout 900 "$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/python/tests"
+    ) || rc=$?
+    rm -rf "$run_dir"
+    return $rc
+}
+
+stage_python() {
+    mkdir -p "$BUILD_DIR"
+    PY_VENV="$(cd "$BUILD_DIR" && pwd)/python-venv"
+    step python-venv python_venv
+    step python-install python_install
+    step python-test python_test
 }
 
 # --------------------------------------------------------------------- main
