@@ -67,6 +67,8 @@ static void bad_batches(void)
     CHECK_NULL_ERR(cllm_batch_create(0, 4));
     CHECK_NULL_ERR(cllm_batch_create(4, 0));
     CHECK_NULL_ERR(cllm_batch_create(UINT32_MAX, UINT32_MAX));
+    CHECK_NULL_ERR(cllm_batch_create(UINT32_MAX, 1)); /* 48 GB: more than the process may use */
+    CHECK_NULL_ERR(cllm_batch_iterator_create(tokens, 10, UINT32_MAX, 1, 0, 0)); /* (uint32_t)-1 rows */
     CHECK_NULL_ERR(cllm_batch_iterator_create(NULL, 10, 2, 2, 0, 0));
     CHECK_NULL_ERR(cllm_batch_iterator_create(tokens, 0, 2, 2, 0, 0));
     CHECK_NULL_ERR(cllm_batch_iterator_create(tokens, 1, 1, 1, 0, 0)); /* no target */
@@ -203,6 +205,18 @@ static void bad_systems(void)
     CHECK_EQ_I64(t->current_step, 2);
     CHECK_ERR(threaded_train_epoch(sys), -1);
     threaded_training_free(sys);
+
+    /* An absurd accumulation count is one step per epoch, not an abort. */
+    tc = tr_training_config(1e-3f);
+    tc.gradient_accumulation_steps = INT32_MAX;
+    CLLMTraining *t2 = cllm_training_init(m, &tc);
+    sys = threaded_training_create(t2, it, 2);
+    CHECKF(sys != NULL, "%s", tu_err());
+    CHECK(threaded_train_epoch(sys) > 0.0f);
+    CHECK_EQ_I64(t2->current_step, 1);
+    threaded_training_free(sys);
+    cllm_training_free(t2);
+
     cllm_batch_iterator_free(it);
     cllm_training_free(t);
     cllm_free_model(m);
@@ -213,6 +227,18 @@ static size_t zero_params(void *u)
 {
     (void)u;
     return 0;
+}
+
+static size_t huge_params(void *u)
+{
+    (void)u;
+    return (size_t)1 << 40;
+}
+
+static float never_called(void *u, const float *p, size_t n, const CLLMBatch *b, float *g)
+{
+    (void)u, (void)p, (void)n, (void)b, (void)g;
+    return 0.0f;
 }
 
 static void bad_custom_models(void)
@@ -227,6 +253,9 @@ static void bad_custom_models(void)
     cb.num_params = zero_params;
     CHECK_NULL_ERR(threaded_training_create_custom(&cb, &tc, it, 1)); /* no forward_backward */
     CHECK_NULL_ERR(threaded_training_create_custom(&cb, NULL, it, 1));
+    cb.num_params = huge_params; /* 4 TiB of parameters: refused, not an abort */
+    cb.forward_backward = never_called;
+    CHECK_NULL_ERR(threaded_training_create_custom(&cb, &tc, it, 1));
     cllm_batch_iterator_free(it);
 }
 
@@ -264,6 +293,30 @@ static void bad_generation(void)
         CHECK_NULL_ERR(cllm_model_load(path));
         unlink(path);
     }
+    /* A tiny file whose metadata claims a model of 2^31 parameters and has
+     * no tensors: refused from the header, without allocating the model. */
+    char big[] = "/tmp/cllm_big_ckpt_XXXXXX";
+    fd = mkstemp(big);
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        const char meta[] = "{\"__metadata__\":{\"format\":\"cllm-checkpoint-1\",\"model\":\"transformer\","
+                            "\"vocab_size\":\"256\",\"embedding_dim\":\"8192\",\"num_layers\":\"2\","
+                            "\"num_heads\":\"8\",\"ff_dim\":\"32768\",\"max_seq_len\":\"64\"}}";
+        uint64_t len = sizeof meta - 1;
+        CHECK(write(fd, &len, sizeof len) == (ssize_t)sizeof len);
+        CHECK(write(fd, meta, len) == (ssize_t)len);
+        close(fd);
+        CHECK_NULL_ERR(cllm_model_load(big));
+        CHECKF(strstr(tu_err(), "missing") != NULL, "%s", tu_err());
+        unlink(big);
+    }
+    /* A long context is fine for generation: activations are sized to
+     * the prompt and the tokens asked for, not to max_seq_len. */
+    CLLMConfig lc = {256, 64, 2, 4, 0, 16384, 0.0f};
+    CLLMModel *lm = cllm_create_model(&lc);
+    CHECKF(lm != NULL, "%s", tu_err());
+    CHECK_EQ_I64(cllm_generate_text(lm, "ab", 4, 1.0f, 1, text, sizeof text), 4);
+    cllm_free_model(lm);
     cllm_free_model(m);
 }
 

@@ -24,6 +24,10 @@ typedef struct {
     atomic_long nonzero_grads_in;
     atomic_int fail;
     float init_w;
+    /* Set by custom_model_callbacks_may_not_wait_on_their_own_epoch. */
+    ThreadedTrainingSystem *_Atomic reenter;
+    atomic_int reentry_refused;
+    atomic_int reentry_stats_ok;
 } LinearModel;
 
 static size_t lin_num_params(void *user)
@@ -49,6 +53,19 @@ static float lin_forward_backward(void *user, const float *params, size_t n, con
         atomic_fetch_add(&m->nonzero_grads_in, 1);
     if (atomic_load(&m->fail))
         return NAN;
+    ThreadedTrainingSystem *self = atomic_load(&m->reenter);
+    if (self != NULL) {
+        /* Calls that would wait on this very epoch are refused... */
+        float p[2];
+        if (threaded_training_get_params(self, p, 2) == -1 && threaded_train_epoch(self) == -1.0f &&
+            threaded_training_evaluate(self, NULL) == -1.0f)
+            atomic_fetch_add(&m->reentry_refused, 1);
+        /* ...reading the counters is fine. */
+        int batches;
+        if (threaded_training_get_sphere_stats(self, 0, &batches, NULL) == 0 &&
+            threaded_training_get_num_workers(self) > 0)
+            atomic_fetch_add(&m->reentry_stats_ok, 1);
+    }
     (void)n;
     double loss = 0.0, gw = 0.0, gc = 0.0;
     int count = 0;
@@ -203,6 +220,20 @@ static void custom_model_params_round_trip(void)
     linear_run_free(&r);
 }
 
+static void custom_model_callbacks_may_not_wait_on_their_own_epoch(void)
+{
+    printf("-- custom_model_callbacks_may_not_wait_on_their_own_epoch\n");
+    LinearModel m = {.init_w = 0.5f};
+    LinearRun r = linear_run(&m, 2, 0);
+    atomic_store(&m.reenter, r.sys);
+    CHECK(threaded_train_epoch(r.sys) >= 0.0f);
+    long calls = atomic_load(&m.calls);
+    CHECK(calls > 0);
+    CHECK_EQ_I64(atomic_load(&m.reentry_refused), calls);
+    CHECK_EQ_I64(atomic_load(&m.reentry_stats_ok), calls);
+    linear_run_free(&r);
+}
+
 int main(void)
 {
     tu_begin(120);
@@ -210,5 +241,6 @@ int main(void)
     custom_model_bit_identical_across_threads();
     custom_model_failure_fails_the_epoch();
     custom_model_params_round_trip();
+    custom_model_callbacks_may_not_wait_on_their_own_epoch();
     return tu_finish("test_training_custom_model");
 }

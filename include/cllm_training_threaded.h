@@ -19,7 +19,11 @@ typedef struct ThreadedTrainingSystem ThreadedTrainingSystem;
 // A model written in C, trained with the library's optimizers and
 // reduction. The library calls `forward_backward` from several worker
 // threads at once (each with its own `grads` buffer), so it must be
-// thread-safe.
+// thread-safe. A callback may read its system's counters
+// (`threaded_training_get_sphere_stats`, `_get_gradient_norm`,
+// `_get_num_workers`); the calls that would wait for the running epoch
+// (`threaded_train_epoch`, `_evaluate`, `_get_params`, `_set_params`,
+// `_print_stats`) fail with their error value instead of hanging.
 typedef struct CLLMModelCallbacks {
   // Passed back to every callback.
   void *user_data;

@@ -163,3 +163,110 @@ fn bad_input_is_an_error() {
     assert_eq!(short.len(), 3, "parameters handed back");
     assert!(t.evaluate(&mut short, &BatchIterator::new(&corpus(), 1, 4, false, false).unwrap()).is_err());
 }
+
+/// A model whose backward panics once `armed` is set.
+struct PanickyModel {
+    inner: BigramModel,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct PanickyWorker {
+    inner: Box<dyn cllm::training::ModelWorker>,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GradientModel for PanickyModel {
+    fn num_params(&self) -> usize {
+        self.inner.num_params()
+    }
+    fn tensors(&self) -> Vec<cllm::training::ParamTensor> {
+        self.inner.tensors()
+    }
+    fn init_params(&self, params: &mut [f32], seed: u64) -> cllm::Result<()> {
+        self.inner.init_params(params, seed)
+    }
+    fn vocab_size(&self) -> Option<usize> {
+        self.inner.vocab_size()
+    }
+    fn max_seq_len(&self) -> Option<usize> {
+        None
+    }
+    fn new_worker(&self, seq_len: usize) -> cllm::Result<Box<dyn cllm::training::ModelWorker>> {
+        Ok(Box::new(PanickyWorker { inner: self.inner.new_worker(seq_len)?, armed: Arc::clone(&self.armed) }))
+    }
+}
+
+impl cllm::training::ModelWorker for PanickyWorker {
+    fn forward_backward(
+        &mut self,
+        params: &[f32],
+        seq: &cllm::training::Sequence<'_>,
+        grads: &mut [f32],
+    ) -> cllm::Result<f64> {
+        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("deliberate failure in the backward pass");
+        }
+        self.inner.forward_backward(params, seq, grads)
+    }
+    fn loss(&mut self, params: &[f32], seq: &cllm::training::Sequence<'_>) -> cllm::Result<f64> {
+        self.inner.loss(params, seq)
+    }
+}
+
+#[test]
+fn a_panicking_model_fails_the_epoch_with_its_message_and_changes_nothing() {
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let model = Arc::new(PanickyModel { inner: BigramModel::new(256).unwrap(), armed: Arc::clone(&armed) });
+    let (mut p, mut st) = fresh(model.as_ref(), OptimizerKind::AdamW);
+    let data = BatchIterator::new(&corpus(), 4, 16, false, false).unwrap();
+    let mut t = ThreadedTrainer::new(model, &config(), data, 2).unwrap();
+    let before = p.clone();
+    let err = t.train_epoch(&mut p, &mut st).unwrap_err();
+    assert!(err.to_string().contains("deliberate failure"), "{err}");
+    assert_eq!((p, st.step), (before.clone(), 0));
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut p = before;
+    assert!(t.train_epoch(&mut p, &mut st).is_ok(), "the trainer works again");
+    assert!(st.step > 0);
+}
+
+#[test]
+fn a_panicking_step_callback_still_hands_the_parameters_back() {
+    let data = BatchIterator::new(&corpus(), 4, 16, false, false).unwrap();
+    let model = bigram();
+    let (mut p, mut st) = fresh(model.as_ref(), OptimizerKind::AdamW);
+    let n = p.len();
+    let mut t = ThreadedTrainer::new(model, &config(), data, 2).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        t.train_epoch_with(&mut p, &mut st, &mut |_| panic!("from on_step"))
+    }));
+    assert!(r.is_err());
+    assert_eq!((p.len(), st.m.len(), st.v.len()), (n, n, n));
+    assert!(t.train_epoch(&mut p, &mut st).is_ok());
+}
+
+#[test]
+fn losses_are_bit_identical_across_thread_counts_when_steps_run_in_rounds() {
+    let data = BatchIterator::new(&corpus(), 8, 16, true, false).unwrap();
+    let tight = TrainingConfig { gradient_memory_bytes: 1, ..config() };
+    let (p1, l1) = train(1, &tight, data.clone(), 2);
+    for threads in [2, 3, 4] {
+        let (p, l) = train(threads, &tight, data.clone(), 2);
+        assert!(p.iter().zip(&p1).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
+        assert!(l.iter().zip(&l1).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads: {l:?} vs {l1:?}");
+    }
+}
+
+#[test]
+fn optimizer_state_of_the_wrong_shape_is_refused_before_anything_runs() {
+    let data = BatchIterator::new(&corpus(), 4, 16, false, false).unwrap();
+    let model = bigram();
+    let cfg = TrainingConfig { optimizer: OptimizerKind::Sgd, ..config() };
+    let (mut p, _) = fresh(model.as_ref(), OptimizerKind::Sgd);
+    let mut t = ThreadedTrainer::new(model, &cfg, data, 2).unwrap();
+    let mut bad = OptimizerState::new(OptimizerKind::Sgd, p.len());
+    bad.v = vec![0.0; 100];
+    let before = p.clone();
+    assert!(t.train_epoch(&mut p, &mut bad).is_err());
+    assert_eq!((p, bad.step), (before, 0));
+}

@@ -90,7 +90,16 @@ impl ModelCore {
     /// A model with parameters drawn from `seed`.
     pub(crate) fn new(config: TransformerConfig, seed: u64) -> Result<ModelCore> {
         let net = TransformerModel(Arc::new(Transformer::new(config)?));
-        let mut params = vec![0.0; net.num_params()];
+        let n = net.num_params();
+        let limit = crate::sys::memory_limit_bytes();
+        if (n as u64).saturating_mul(4) > limit {
+            return Err(Error::System(format!(
+                "a model of {n} parameters does not fit in the {limit} bytes this process may use"
+            )));
+        }
+        let mut params = Vec::new();
+        params.try_reserve_exact(n).map_err(|_| Error::System(format!("out of memory for {n} parameters")))?;
+        params.resize(n, 0.0);
         net.init_params(&mut params, seed)?;
         Ok(ModelCore { net, params: Mutex::new(params) })
     }
@@ -204,10 +213,9 @@ pub unsafe extern "C" fn cllm_model_load(path: *const c_char) -> *mut CLLMModel 
         // SAFETY: per the contract.
         let path = Path::new(unsafe { c_str(path, "path") }?);
         let config = transformer_config_from(&checkpoint::read_metadata(path)?)?;
-        let core = ModelCore::new(config, CLLM_DEFAULT_SEED)?;
-        let loaded = checkpoint::load(path, &core.net)?;
-        *core.params.lock() = loaded.params;
-        Ok(into_handle(core))
+        let net = TransformerModel(Arc::new(Transformer::new(config)?));
+        let loaded = checkpoint::load(path, &net)?;
+        Ok(into_handle(ModelCore { net, params: Mutex::new(loaded.params) }))
     })
 }
 

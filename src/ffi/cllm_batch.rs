@@ -7,6 +7,7 @@
 
 use super::{guard, in_slice};
 use crate::error::{invalid, Result};
+use crate::training::batch::window_len;
 use crate::training::{Batch, BatchIterator};
 use parking_lot::Mutex;
 use std::os::raw::c_int;
@@ -46,8 +47,7 @@ fn calloc<T>(n: usize) -> *mut T {
 
 /// An all-padding C batch.
 fn alloc_batch(batch_size: usize, seq_len: usize) -> Result<*mut CLLMBatch> {
-    let b = Batch::new(batch_size, seq_len)?;
-    let n = b.input_ids.len();
+    let n = window_len(batch_size, seq_len)?;
     let c = CLLMBatch {
         input_ids: calloc(n),
         target_ids: calloc(n),

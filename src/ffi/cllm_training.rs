@@ -16,7 +16,6 @@ use crate::training::{OptimizerKind, OptimizerState, ScheduleKind, TrainingConfi
 use parking_lot::Mutex;
 use std::os::raw::{c_char, c_int};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Training hyper-parameters, field for field the original struct.
@@ -111,7 +110,41 @@ pub(crate) struct TrainingShared {
     pub(crate) state: Mutex<OptimizerState>,
     pub(crate) optimizer: OptimizerKind,
     /// Cleared by `cllm_training_free`: systems stop writing its fields.
-    pub(crate) attached: AtomicBool,
+    /// Held while a field is written, so a free waits for the write.
+    pub(crate) attached: Mutex<bool>,
+}
+
+/// What an epoch reports into the public fields of a `CLLMTraining`.
+pub(crate) struct FieldUpdate {
+    /// Optimizer steps taken so far.
+    pub(crate) step: u64,
+    /// Mean loss of a completed epoch (`None` after a failed one).
+    pub(crate) epoch_loss: Option<f32>,
+}
+
+impl TrainingShared {
+    /// Writes `u` into `*training` while it is attached (not yet freed).
+    /// Writes through raw field pointers, so no `&mut` to the whole struct
+    /// exists while the caller may be reading other fields.
+    pub(crate) fn update_fields(&self, training: *mut CLLMTraining, u: FieldUpdate) {
+        let attached = self.attached.lock();
+        if !*attached {
+            return;
+        }
+        let step = c_int::try_from(u.step).unwrap_or(c_int::MAX);
+        // SAFETY: attached means `training` is live: cllm_training_free
+        // clears the flag under this lock before freeing it.
+        unsafe {
+            std::ptr::addr_of_mut!((*training).current_step).write(step);
+            if let Some(loss) = u.epoch_loss {
+                let epoch = std::ptr::addr_of_mut!((*training).current_epoch);
+                epoch.write(epoch.read().saturating_add(1));
+                std::ptr::addr_of_mut!((*training).current_loss).write(loss);
+                let best = std::ptr::addr_of_mut!((*training).best_loss);
+                best.write(best.read().min(loss));
+            }
+        }
+    }
 }
 
 fn name_field(name: &str) -> [c_char; 32] {
@@ -221,7 +254,7 @@ pub unsafe extern "C" fn cllm_training_init(
             model: Arc::clone(&m.core),
             state: Mutex::new(OptimizerState::new(core.optimizer, n)),
             optimizer: core.optimizer,
-            attached: AtomicBool::new(true),
+            attached: Mutex::new(true),
         });
         let internal = Box::into_raw(Box::new(CLLMTrainingInternal { shared }));
         Ok(Box::into_raw(Box::new(CLLMTraining {
@@ -254,7 +287,8 @@ pub unsafe extern "C" fn cllm_training_free(training: *mut CLLMTraining) {
             if !t.internal.is_null() {
                 // SAFETY: created by Box::into_raw in cllm_training_init.
                 let internal = unsafe { Box::from_raw(t.internal) };
-                internal.shared.attached.store(false, Ordering::SeqCst);
+                // Systems finish any write first, then never write again.
+                *internal.shared.attached.lock() = false;
             }
         }
         Ok(())
@@ -319,8 +353,7 @@ pub unsafe extern "C" fn cllm_training_load_checkpoint(training: *mut CLLMTraini
         let step = state.step;
         *shared.model.params.lock() = loaded.params;
         *shared.state.lock() = state;
-        // SAFETY: per the contract; checked non-NULL by shared_of.
-        unsafe { (*training).current_step = c_int::try_from(step).unwrap_or(c_int::MAX) };
+        shared.update_fields(training, FieldUpdate { step, epoch_loss: None });
         Ok(0)
     })
 }

@@ -17,7 +17,7 @@
 //! updating its fields).
 
 use super::cllm_batch::{iterator, CLLMBatch};
-use super::cllm_training::{shared_of, CLLMTraining, CLLMTrainingConfig, TrainingShared};
+use super::cllm_training::{shared_of, CLLMTraining, CLLMTrainingConfig, FieldUpdate, TrainingShared};
 use super::{guard, in_slice, out_slice};
 use crate::error::{invalid, Error, Result};
 use crate::training::{
@@ -25,13 +25,16 @@ use crate::training::{
 };
 use parking_lot::Mutex;
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// A model written in C, trained with the library's optimizers and
 /// reduction. The library calls `forward_backward` from several worker
 /// threads at once (each with its own `grads` buffer), so it must be
-/// thread-safe.
+/// thread-safe. A callback may read its system's counters
+/// (`threaded_training_get_sphere_stats`, `_get_gradient_norm`,
+/// `_get_num_workers`); the calls that would wait for the running epoch
+/// (`threaded_train_epoch`, `_evaluate`, `_get_params`, `_set_params`,
+/// `_print_stats`) fail with their error value instead of hanging.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct CLLMModelCallbacks {
@@ -246,8 +249,11 @@ pub unsafe extern "C" fn threaded_training_create_custom(
         }
         // SAFETY: the callback's contract.
         let n = unsafe { count(table.user_data) };
-        if n == 0 || n > (isize::MAX as usize) / 16 {
-            return Err(invalid!("model->num_params returned {n}; it must be in 1 .. 2^59"));
+        let limit = crate::sys::memory_limit_bytes();
+        if n == 0 || (n as u64).saturating_mul(4 * 5) > limit {
+            return Err(invalid!(
+                "model->num_params returned {n}; training needs at least 20 bytes per parameter and this process may use {limit}"
+            ));
         }
         // SAFETY: per the contract.
         let data = unsafe { iterator(batch_iterator) }?.inner.lock().clone();
@@ -285,32 +291,36 @@ unsafe fn sys<'a>(s: *const ThreadedTrainingSystem) -> Result<&'a ThreadedTraini
 }
 
 impl ThreadedTrainingSystem {
+    /// Refuses calls that would wait on the epoch they are called from (a
+    /// custom model's callback runs on the system's workers).
+    fn not_from_worker(&self, what: &str) -> Result<()> {
+        if self.monitor.on_worker_thread() {
+            return Err(Error::WrongState(format!("{what} called from inside a model callback of this system")));
+        }
+        Ok(())
+    }
+
     fn epoch(&self) -> Result<EpochReport> {
+        self.not_from_worker("threaded_train_epoch")?;
         let mut trainer = self.trainer.lock();
         match &self.owner {
             Owner::Training { training, shared } => {
-                let report = {
+                let (result, step) = {
                     let mut params = shared.model.params.lock();
                     let mut state = shared.state.lock();
-                    trainer.train_epoch(&mut params, &mut state)?
+                    (trainer.train_epoch(&mut params, &mut state), state.step)
                 };
-                if shared.attached.load(Ordering::SeqCst) {
-                    let step = shared.state.lock().step;
-                    // SAFETY: while attached, `training` is live (the
-                    // contract of threaded_training_create).
-                    let t = unsafe { &mut **training };
-                    t.current_epoch = t.current_epoch.saturating_add(1);
-                    t.current_step = c_int::try_from(step).unwrap_or(c_int::MAX);
-                    t.current_loss = report.mean_loss as f32;
-                    t.best_loss = t.best_loss.min(report.mean_loss as f32);
-                }
-                Ok(report)
+                // Steps taken before a failure count too.
+                let epoch_loss = result.as_ref().ok().map(|r| r.mean_loss as f32);
+                shared.update_fields(*training, FieldUpdate { step, epoch_loss });
+                result
             }
             Owner::Custom { params, state } => trainer.train_epoch(&mut params.lock(), &mut state.lock()),
         }
     }
 
     fn with_params<R>(&self, f: impl FnOnce(&mut Vec<f32>) -> Result<R>) -> Result<R> {
+        self.not_from_worker("access to the parameters")?;
         match &self.owner {
             Owner::Training { shared, .. } => f(&mut shared.model.params.lock()),
             Owner::Custom { params, .. } => f(&mut params.lock()),
@@ -354,7 +364,9 @@ pub unsafe extern "C" fn threaded_train_epoch_lockfree(
 pub unsafe extern "C" fn threaded_training_print_stats(system: *mut ThreadedTrainingSystem) {
     guard((), || {
         // SAFETY: per the contract.
-        let table = unsafe { sys(system) }?.trainer.lock().stats_table();
+        let s = unsafe { sys(system) }?;
+        s.not_from_worker("threaded_training_print_stats")?;
+        let table = s.trainer.lock().stats_table();
         print!("{table}");
         Ok(())
     })
@@ -431,6 +443,7 @@ pub unsafe extern "C" fn threaded_training_evaluate(
         let s = unsafe { sys(system) }?;
         // SAFETY: per the contract.
         let data = unsafe { iterator(batch_iterator) }?.inner.lock().clone();
+        s.not_from_worker("threaded_training_evaluate")?;
         let mut trainer = s.trainer.lock();
         Ok(s.with_params(|p| trainer.evaluate(p, &data))? as f32)
     })

@@ -95,6 +95,10 @@ pub fn usable_cpus() -> usize {
 /// memory limit of its cgroup and of every ancestor (v2 `memory.max`, v1
 /// `memory.limit_in_bytes`).
 pub fn memory_limit_bytes() -> u64 {
+    // Miri has no _SC_PHYS_PAGES; its tests use little memory anyway.
+    if cfg!(miri) {
+        return 1 << 32;
+    }
     // SAFETY: sysconf only reads system configuration values.
     let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
     let physical = if pages > 0 && page > 0 { pages as u64 * page as u64 } else { u64::MAX };
@@ -124,6 +128,9 @@ fn read_number(path: &Path) -> Option<usize> {
 
 /// The CPU the calling thread runs on now (a hint: it may move at once).
 pub fn current_cpu() -> Option<usize> {
+    if cfg!(miri) {
+        return None; // Miri cannot call sched_getcpu; callers treat None as "unknown".
+    }
     // SAFETY: sched_getcpu takes no arguments and only returns a number.
     let cpu = unsafe { libc::sched_getcpu() };
     usize::try_from(cpu).ok()

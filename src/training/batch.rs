@@ -81,15 +81,29 @@ impl Batch {
     }
 }
 
-/// `batch_size × seq_len`, both at least 1, without overflow.
-fn window_len(batch_size: usize, seq_len: usize) -> Result<usize> {
+/// Bytes one batch position takes: input, target and mask.
+const BYTES_PER_POSITION: u64 = 12;
+
+/// `batch_size × seq_len`, both at least 1, without overflow, and small
+/// enough that a batch fits in a quarter of the memory this process may
+/// use (a larger one could only fail later, or abort).
+pub fn window_len(batch_size: usize, seq_len: usize) -> Result<usize> {
     if batch_size == 0 || seq_len == 0 {
         return Err(invalid!("batch_size ({batch_size}) and seq_len ({seq_len}) must both be at least 1"));
     }
-    batch_size
+    let n = batch_size
         .checked_mul(seq_len)
         .filter(|&n| n <= u32::MAX as usize)
-        .ok_or_else(|| invalid!("batch_size × seq_len = {batch_size} × {seq_len} is too large"))
+        .ok_or_else(|| invalid!("batch_size × seq_len = {batch_size} × {seq_len} is too large"))?;
+    let limit = crate::sys::memory_limit_bytes() / 4;
+    if (n as u64).saturating_mul(BYTES_PER_POSITION) > limit {
+        return Err(invalid!(
+            "a batch of {batch_size} × {seq_len} positions needs {} bytes, more than a quarter of the {} this process may use",
+            n as u64 * BYTES_PER_POSITION,
+            limit * 4
+        ));
+    }
+    Ok(n)
 }
 
 /// Walks a token stream in batches. Batch `k` covers positions

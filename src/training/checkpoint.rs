@@ -78,7 +78,12 @@ pub fn save(
         .map_err(|e| Error::System(format!("could not build the checkpoint: {e}")))?;
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::System(format!("could not serialise the checkpoint: {e}")))?;
-    let tmp = path.with_extension("tmp-cllm");
+    // Unique per process and call: concurrent saves never share a file.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(format!(".tmp-{}-{serial}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
     std::fs::write(&tmp, &bytes).map_err(|e| io_error(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -113,7 +118,8 @@ pub fn load(path: &Path, model: &dyn GradientModel) -> Result<CheckpointContents
         SafeTensors::deserialize(&bytes).map_err(|e| invalid!("{}: malformed safetensors: {e}", path.display()))?;
     let n = model.num_params();
     let tensors = model.tensors();
-    let read = |name: &str, t: &ParamTensor, out: &mut [f32]| -> Result<()> {
+    let optimizer = metadata.get("optimizer").map(|s| OptimizerKind::parse(s)).transpose()?;
+    let view = |name: &str, t: &ParamTensor| -> Result<TensorView<'_>> {
         let view = st.tensor(name).map_err(|_| invalid!("{}: tensor {name} is missing", path.display()))?;
         if view.dtype() != Dtype::F32 || view.shape() != t.shape.as_slice() {
             return Err(invalid!(
@@ -124,7 +130,22 @@ pub fn load(path: &Path, model: &dyn GradientModel) -> Result<CheckpointContents
                 t.shape
             ));
         }
-        for (dst, src) in out.iter_mut().zip(view.data().chunks_exact(4)) {
+        Ok(view)
+    };
+    // Every tensor is checked before anything is allocated, so a small
+    // malformed file cannot make the loader allocate a model's worth.
+    let mut names: Vec<String> = tensors.iter().map(|t| t.name.clone()).collect();
+    for prefix in ["optimizer.m.", "optimizer.v."].iter().take(optimizer.map_or(0, OptimizerKind::state_vectors)) {
+        names.extend(tensors.iter().map(|t| format!("{prefix}{}", t.name)));
+    }
+    for (i, name) in names.iter().enumerate() {
+        view(name, &tensors[i % tensors.len()])?;
+    }
+    if st.len() != names.len() {
+        return Err(invalid!("{}: {} tensors, this model's checkpoint has {}", path.display(), st.len(), names.len()));
+    }
+    let read = |name: &str, t: &ParamTensor, out: &mut [f32]| -> Result<()> {
+        for (dst, src) in out.iter_mut().zip(view(name, t)?.data().chunks_exact(4)) {
             *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
         }
         Ok(())
@@ -133,7 +154,6 @@ pub fn load(path: &Path, model: &dyn GradientModel) -> Result<CheckpointContents
     for t in &tensors {
         read(&t.name, t, &mut params[t.offset..t.offset + t.len])?;
     }
-    let optimizer = metadata.get("optimizer").map(|s| OptimizerKind::parse(s)).transpose()?;
     let state = match optimizer {
         None => None,
         Some(kind) => {
@@ -153,10 +173,6 @@ pub fn load(path: &Path, model: &dyn GradientModel) -> Result<CheckpointContents
             Some(state)
         }
     };
-    let expected = tensors.len() * (1 + optimizer.map_or(0, OptimizerKind::state_vectors));
-    if st.len() != expected {
-        return Err(invalid!("{}: {} tensors, this model's checkpoint has {expected}", path.display(), st.len()));
-    }
     Ok(CheckpointContents { params, state, optimizer, metadata })
 }
 

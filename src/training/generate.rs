@@ -23,7 +23,8 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(invalid!("the prompt must hold at least one token"));
     }
-    let window = model.config().max_seq_len;
+    // Activations only for the longest context this call can see.
+    let window = model.config().max_seq_len.min(prompt.len().saturating_add(max_new)).max(1);
     let mut ws = model.workspace(window)?;
     let mut rng = SplitMix64::new(seed);
     let mut context: Vec<u32> = prompt.to_vec();

@@ -19,6 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use std::cell::UnsafeCell;
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,19 +212,40 @@ impl PhasedBuffer {
         PhasedBuffer(UnsafeCell::new(v))
     }
 
-    /// # Safety
-    /// No mutable view of the buffer may exist for the returned lifetime.
-    unsafe fn read(&self) -> &[f32] {
-        // SAFETY: guaranteed by the caller.
-        unsafe { &*self.0.get() }
+    /// Length of the buffer. Reads only the `Vec` header, which changes
+    /// only between phases (in [`PhasedBuffer::whole`]).
+    fn len(&self) -> usize {
+        // SAFETY: no `&mut Vec` exists while a phase runs; the element
+        // data, which items may be writing, is not touched.
+        unsafe { (*self.0.get()).len() }
+    }
+
+    /// Raw start of the elements of `range`, bounds-checked; no reference
+    /// to the `Vec` or to its elements is created, so views that other
+    /// items hold of other ranges stay valid.
+    fn range_ptr(&self, range: &Range<usize>) -> *mut f32 {
+        assert!(range.start <= range.end && range.end <= self.len(), "range {range:?} outside {}", self.len());
+        // SAFETY: as in `len`, only the header is read.
+        let base = unsafe { (*self.0.get()).as_ptr() }.cast_mut();
+        // SAFETY: `range.start <= len`, so the offset stays in (or one past) the allocation.
+        unsafe { base.add(range.start) }
     }
 
     /// # Safety
-    /// No other view of `range` may exist for the returned lifetime.
+    /// No mutable view overlapping `range` may exist for the returned lifetime.
+    unsafe fn read(&self, range: Range<usize>) -> &[f32] {
+        let p = self.range_ptr(&range);
+        // SAFETY: in bounds (checked); nothing writes the range (caller).
+        unsafe { std::slice::from_raw_parts(p, range.len()) }
+    }
+
+    /// # Safety
+    /// No other view overlapping `range` may exist for the returned lifetime.
     #[allow(clippy::mut_from_ref)]
     unsafe fn write(&self, range: Range<usize>) -> &mut [f32] {
-        // SAFETY: guaranteed by the caller; indexing checks the bounds.
-        unsafe { &mut (&mut *self.0.get())[range] }
+        let p = self.range_ptr(&range);
+        // SAFETY: in bounds (checked); exclusive for the lifetime (caller).
+        unsafe { std::slice::from_raw_parts_mut(p, range.len()) }
     }
 
     /// # Safety
@@ -275,10 +297,11 @@ enum Phase {
 /// with its pieces and whether each takes weight decay.
 type Chunk = (Range<usize>, Vec<(Range<usize>, bool)>);
 
-/// A worker's private state.
+/// A worker's private state. Two locks, so that reading the counters never
+/// waits for a micro-batch.
 struct WorkerState {
-    model: Box<dyn ModelWorker>,
-    stats: WorkerStats,
+    model: Mutex<Box<dyn ModelWorker>>,
+    stats: Mutex<WorkerStats>,
 }
 
 /// Everything the work function needs.
@@ -296,7 +319,7 @@ struct Shared {
     /// Per unit of the current compute phase: its loss (f64 bits).
     unit_loss: Vec<AtomicU64>,
     phase: RwLock<Phase>,
-    workers: Vec<Mutex<WorkerState>>,
+    workers: Vec<WorkerState>,
     probe: WorkerProbe,
     /// Items of the current phase that completed.
     completed: AtomicUsize,
@@ -309,7 +332,8 @@ struct Shared {
 impl Shared {
     fn run_item(&self, item: usize) {
         let phase = self.phase.read();
-        let result = match &*phase {
+        // Caught here rather than by the sphere system, to keep the message.
+        let run = catch_unwind(AssertUnwindSafe(|| match &*phase {
             Phase::Idle => Err(Error::WrongState("work arrived with no phase running".into())),
             Phase::Compute { batches, units, first, backward } => {
                 self.compute(&batches[..], &units[first + item], item, *backward)
@@ -322,7 +346,10 @@ impl Shared {
                 self.update(item, params);
                 Ok(())
             }
-        };
+        }));
+        let result = run.unwrap_or_else(|panic| {
+            Err(Error::System(format!("panic in a training work item: {}", panic_text(&*panic))))
+        });
         match result {
             Ok(()) => {
                 self.completed.fetch_add(1, Ordering::AcqRel);
@@ -337,7 +364,7 @@ impl Shared {
     /// `item`, loss into `unit_loss[item]`.
     fn compute(&self, batches: &[Batch], unit: &Unit, item: usize, backward: bool) -> Result<()> {
         let worker = self.probe.current().ok_or_else(|| Error::WrongState("unit computed outside a worker".into()))?;
-        let mut state = self.workers[worker].lock();
+        let mut model = self.workers[worker].model.lock();
         let b = &batches[unit.batch];
         let row = unit.row * b.seq_len..unit.row * b.seq_len + unit.len;
         let seq = Sequence {
@@ -350,13 +377,14 @@ impl Shared {
         // SAFETY: compute phase: parameters are only read, and slot `item`
         // belongs to this unit alone.
         let loss = unsafe {
+            let params = self.params.read(0..self.n);
             if backward {
-                let grads = self.slots[item].write(0..self.n);
-                state.model.forward_backward(self.params.read(), &seq, grads)?
+                model.forward_backward(params, &seq, self.slots[item].write(0..self.n))?
             } else {
-                state.model.loss(self.params.read(), &seq)?
+                model.loss(params, &seq)?
             }
         };
+        drop(model);
         if !loss.is_finite() {
             return Err(Error::System(format!(
                 "the loss of batch {} row {} is not finite ({loss})",
@@ -364,7 +392,7 @@ impl Shared {
             )));
         }
         self.unit_loss[item].store(loss.to_bits(), Ordering::Relaxed);
-        let s = &mut state.stats;
+        let mut s = self.workers[worker].stats.lock();
         s.micro_batches += 1;
         s.tokens += unit.valid as u64;
         s.loss_sum += loss / unit.weight as f64;
@@ -382,7 +410,7 @@ impl Shared {
         }
         for slot in &self.slots[..units] {
             // SAFETY: as above.
-            add_assign(acc, unsafe { &slot.read()[range.clone()] });
+            add_assign(acc, unsafe { slot.read(range.clone()) });
         }
         if last {
             self.chunk_sumsq[chunk].store(sum_of_squares(acc).to_bits(), Ordering::Relaxed);
@@ -394,11 +422,11 @@ impl Shared {
             // SAFETY: update phase: this chunk's ranges of the parameters
             // and optimizer state are touched by this item alone.
             unsafe {
-                let v = if self.v.read().is_empty() { &mut [][..] } else { self.v.write(range.clone()) };
+                let v = if self.v.len() == 0 { &mut [][..] } else { self.v.write(range.clone()) };
                 apply_update(
                     p,
                     self.params.write(range.clone()),
-                    &self.grads.read()[range.clone()],
+                    self.grads.read(range.clone()),
                     self.m.write(range.clone()),
                     v,
                     *decay,
@@ -437,6 +465,13 @@ impl TrainerMonitor {
         f64::from_bits(self.shared.grad_norm.load(Ordering::Relaxed))
     }
 
+    /// Whether the calling thread is one of the trainer's workers (that
+    /// is, inside a model's forward or backward pass), where training,
+    /// evaluation and parameter access would wait on themselves.
+    pub fn on_worker_thread(&self) -> bool {
+        self.shared.probe.current().is_some()
+    }
+
     /// Counters of worker `worker` (0-based).
     pub fn worker_stats(&self, worker: usize) -> Result<WorkerStats> {
         let w = self
@@ -444,7 +479,7 @@ impl TrainerMonitor {
             .workers
             .get(worker)
             .ok_or_else(|| invalid!("worker id {worker} out of range 0..{}", self.shared.workers.len()))?;
-        Ok(w.lock().stats)
+        Ok(*w.stats.lock())
     }
 }
 
@@ -485,23 +520,24 @@ impl ThreadedTrainer {
             ..Default::default()
         })?;
         let n = model.num_params();
-        let units_per_step = data.batch_size().saturating_mul(config.accumulation_steps);
-        let slot_bytes = n.saturating_mul(4).max(1);
-        let slots = units_per_step.min((config.gradient_memory_bytes / slot_bytes).max(threads)).max(1);
+        let slots = slot_count(n, data.batch_size().saturating_mul(config.accumulation_steps), threads, config)?;
         let workers = (0..system.worker_threads())
             .map(|_| {
-                Ok(Mutex::new(WorkerState { model: model.new_worker(data.seq_len())?, stats: WorkerStats::default() }))
+                Ok(WorkerState {
+                    model: Mutex::new(model.new_worker(data.seq_len())?),
+                    stats: Mutex::new(WorkerStats::default()),
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
             chunks: chunk_plan(n, &decay_ranges(model.as_ref())),
             chunk_sumsq: (0..n.div_ceil(CHUNK)).map(|_| AtomicU64::new(0)).collect(),
-            unit_loss: (0..units_per_step.max(data.batch_size())).map(|_| AtomicU64::new(0)).collect(),
+            unit_loss: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             params: PhasedBuffer::new(Vec::new()),
-            grads: PhasedBuffer::new(vec![0.0; n]),
+            grads: PhasedBuffer::new(zeroed(n)?),
             m: PhasedBuffer::new(Vec::new()),
             v: PhasedBuffer::new(Vec::new()),
-            slots: (0..slots).map(|_| PhasedBuffer::new(vec![0.0; n])).collect(),
+            slots: (0..slots).map(|_| Ok(PhasedBuffer::new(zeroed(n)?))).collect::<Result<_>>()?,
             phase: RwLock::new(Phase::Idle),
             workers,
             probe: system.worker_probe(),
@@ -557,7 +593,7 @@ impl ThreadedTrainer {
         let mut s = String::new();
         let _ = writeln!(s, "worker  micro-batches      tokens   mean loss     busy");
         for w in 0..self.num_workers() {
-            let st = self.shared.workers[w].lock().stats;
+            let st = *self.shared.workers[w].stats.lock();
             let _ = writeln!(
                 s,
                 "{w:>6}  {:>13}  {:>10}  {:>10.4}  {:>7.2}s",
@@ -595,8 +631,8 @@ impl ThreadedTrainer {
         on_step: &mut dyn FnMut(&StepReport),
     ) -> Result<EpochReport> {
         let n = self.shared.n;
-        let want_v = self.config.optimizer.state_vectors() == 2;
-        if params.len() != n || state.m.len() != n || (state.v.len() != n && want_v) {
+        let v_len = if self.config.optimizer.state_vectors() == 2 { n } else { 0 };
+        if params.len() != n || state.m.len() != n || state.v.len() != v_len {
             return Err(invalid!(
                 "parameters ({}) or optimizer state ({}, {}) do not match the model's {n} parameters",
                 params.len(),
@@ -608,8 +644,10 @@ impl ThreadedTrainer {
             return Err(Error::WrongState(format!("max_steps ({}) reached", self.config.max_steps)));
         }
         self.swap_state(params, state);
-        let result = self.run_epoch(state, on_step);
+        // A panic (from `on_step`, say) must still hand the buffers back.
+        let result = catch_unwind(AssertUnwindSafe(|| self.run_epoch(state, on_step)));
         self.swap_state(params, state);
+        let result = result.unwrap_or_else(|panic| resume_unwind(panic));
         if result.is_ok() {
             self.epochs += 1;
         }
@@ -635,10 +673,10 @@ impl ThreadedTrainer {
         }
         // SAFETY: no phase runs while the caller holds `&mut self`.
         std::mem::swap(unsafe { self.shared.params.whole() }, params);
-        let result = self.evaluate_inner(data);
+        let result = catch_unwind(AssertUnwindSafe(|| self.evaluate_inner(data)));
         // SAFETY: as above; the phases of evaluate_inner have ended.
         std::mem::swap(unsafe { self.shared.params.whole() }, params);
-        result
+        result.unwrap_or_else(|panic| resume_unwind(panic))
     }
 
     fn evaluate_inner(&mut self, data: &BatchIterator) -> Result<f64> {
@@ -656,7 +694,7 @@ impl ThreadedTrainer {
                     Phase::Compute { batches: Arc::clone(&batches), units: Arc::clone(&units), first, backward: false },
                     len,
                 )?;
-                sum += (0..len).map(|i| f64::from_bits(self.shared.unit_loss[i].load(Ordering::Relaxed))).sum::<f64>();
+                self.add_unit_losses(&mut sum, len);
             }
             total += sum;
             count += 1;
@@ -674,11 +712,21 @@ impl ThreadedTrainer {
         }
     }
 
+    /// Adds the losses of the first `len` units of the last compute phase
+    /// to `sum` one by one, so that the total does not depend on how the
+    /// units were cut into rounds.
+    fn add_unit_losses(&self, sum: &mut f64, len: usize) {
+        for l in &self.shared.unit_loss[..len] {
+            *sum += f64::from_bits(l.load(Ordering::Relaxed));
+        }
+    }
+
     /// Runs one phase of `items` items and waits for all of them.
     fn run_phase(&self, phase: Phase, items: usize) -> Result<()> {
         if items == 0 {
             return Ok(());
         }
+        *self.shared.error.lock() = None;
         *self.shared.phase.write() = phase;
         self.shared.completed.store(0, Ordering::SeqCst);
         let outcome = self.system.distribute_range(0, items as u64).and_then(|()| self.system.wait(None).map(|_| ()));
@@ -689,7 +737,7 @@ impl ThreadedTrainer {
         }
         let done = self.shared.completed.load(Ordering::SeqCst);
         if done != items {
-            return Err(Error::System(format!("{} of {items} work items failed (a panic in the model)", items - done)));
+            return Err(Error::System(format!("{} of {items} work items did not complete", items - done)));
         }
         Ok(())
     }
@@ -745,7 +793,7 @@ impl ThreadedTrainer {
                 Phase::Compute { batches: Arc::clone(&batches), units: Arc::clone(&units), first, backward: true },
                 len,
             )?;
-            loss += (0..len).map(|i| f64::from_bits(self.shared.unit_loss[i].load(Ordering::Relaxed))).sum::<f64>();
+            self.add_unit_losses(&mut loss, len);
             let chunks = self.shared.chunks.len();
             self.run_phase(Phase::Reduce { units: len, fresh: r == 0, last: r + 1 == rounds }, chunks)?;
         }
@@ -756,15 +804,15 @@ impl ThreadedTrainer {
             return Err(Error::System(format!("the gradient norm of step {} is not finite", state.step + 1)));
         }
         let lr = self.schedule.lr(state.step);
-        state.step += 1;
         let params = UpdateParams {
             kind: self.config.optimizer,
             lr,
             weight_decay: self.config.weight_decay,
             grad_scale: clip_scale(norm, self.config.gradient_clip),
-            step: state.step,
+            step: state.step + 1,
         };
         self.run_phase(Phase::Update { params }, self.shared.chunks.len())?;
+        state.step += 1;
         // Unit weights are 1/(valid tokens · k): the weighted sum is the
         // mean over batches of each batch's mean loss.
         Ok(StepReport { step: state.step, loss, lr, grad_norm: norm, tokens })
@@ -807,6 +855,41 @@ multiversion! {
         }
         lanes.iter().sum()
     }
+}
+
+/// Gradient buffers for a step of `units` micro-batches of a model of `n`
+/// parameters: one per micro-batch, within `gradient_memory_bytes` but at
+/// least one per worker, and never more than the process may allocate
+/// beside the parameters, gradient and optimizer state.
+fn slot_count(n: usize, units: usize, threads: usize, config: &TrainingConfig) -> Result<usize> {
+    let slot_bytes = n.saturating_mul(4).max(1);
+    let limit = usize::try_from(crate::sys::memory_limit_bytes()).unwrap_or(usize::MAX);
+    let fixed = slot_bytes.saturating_mul(4);
+    let fit = limit.saturating_sub(fixed) / slot_bytes;
+    if fit == 0 {
+        return Err(Error::System(format!(
+            "a model of {n} parameters needs at least {} bytes to train; this process may use {limit}",
+            slot_bytes.saturating_mul(5)
+        )));
+    }
+    Ok(units.min((config.gradient_memory_bytes / slot_bytes).max(threads)).min(fit).max(1))
+}
+
+/// `n` zeros, or an error instead of an abort when memory runs out.
+fn zeroed(n: usize) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::System(format!("out of memory for {n} floats")))?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+/// The text of a panic payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// The non-empty rows of `batches`, in order, with their loss weights.
