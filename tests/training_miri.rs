@@ -24,6 +24,10 @@ fn two_workers_share_the_phased_buffers_without_data_races() {
     let (a, la, sa) = run(2);
     let (b, lb, sb) = run(1);
     assert_eq!((sa, sb), (2, 2));
-    assert_eq!(la.to_bits(), lb.to_bits());
-    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // Miri rounds exp and ln with deliberate noise, so bits can only be
+    // compared natively.
+    if !cfg!(miri) {
+        assert_eq!(la.to_bits(), lb.to_bits());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
 }

@@ -9,11 +9,10 @@
 //! threads; calls on one engine are serialised. Sizes are `size_t`: a
 //! negative value cast to `size_t` is rejected as too large.
 
-use super::{deref, guard, guard_map};
+use super::{c_str, deref, guard, guard_map};
 use crate::error::{invalid, Error, Result};
 use crate::runtime::{self, builder, Engine, EngineConfig, EngineStats, KernelImpl, Op};
 use parking_lot::Mutex;
-use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
 
 /// Success.
@@ -270,15 +269,6 @@ fn kernel_code(k: KernelImpl) -> i32 {
     }
 }
 
-/// # Safety
-/// `p` must be NULL or a valid NUL-terminated string.
-unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
-    if p.is_null() {
-        return Err(invalid!("{what} is NULL"));
-    }
-    // SAFETY: non-NULL and NUL-terminated per the contract.
-    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| invalid!("{what} is not valid UTF-8"))
-}
 
 fn engine<'a>(e: *const MrEngine) -> Result<&'a MrEngine> {
     // SAFETY: every exported function documents that a non-NULL handle
