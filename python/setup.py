@@ -14,6 +14,7 @@ target/. $CARGO names the cargo binary (default: cargo on PATH).
 """
 
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -33,12 +34,9 @@ except ImportError:  # setuptools < 70.1
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-if sys.platform == "darwin":
-    LIBRARY_NAME = "libcllm.dylib"
-elif sys.platform == "win32":
-    LIBRARY_NAME = "cllm.dll"
-else:
-    LIBRARY_NAME = "libcllm.so"
+# The platform's file name of libcllm, from the package's own definition (run
+# by path: importing the package would load the library being built).
+LIBRARY_NAME = runpy.run_path(os.path.join(HERE, "mini_runtime", "_libname.py"))["LIBRARY_NAME"]
 
 # What the crate needs to build its library (copied into the sdist).
 CRATE_FILES = ("Cargo.toml", "Cargo.lock", "build.rs", "rustfmt.toml", "LICENSE")

@@ -14,16 +14,10 @@ long execute() lets other Python threads run.
 
 import ctypes
 import os
-import sys
+
+from ._libname import LIBRARY_NAME
 
 __all__ = ["lib", "library_path", "MrEngineConfig", "MrStats", "MrTensorRef", "MrMatmulLayer", "MrScheduleInfo"]
-
-if sys.platform == "darwin":
-    LIBRARY_NAME = "libcllm.dylib"
-elif sys.platform == "win32":
-    LIBRARY_NAME = "cllm.dll"
-else:
-    LIBRARY_NAME = "libcllm.so"
 
 
 def _find_library():

@@ -269,7 +269,6 @@ fn kernel_code(k: KernelImpl) -> i32 {
     }
 }
 
-
 fn engine<'a>(e: *const MrEngine) -> Result<&'a MrEngine> {
     // SAFETY: every exported function documents that a non-NULL handle
     // must come from mr_engine_create and not be freed.

@@ -136,26 +136,14 @@ impl BatchIterator {
     /// when the stream holds no batch at all (fewer than 2 tokens, or
     /// with `drop_last` fewer than `B·T + 1`).
     pub fn new(tokens: &[u32], batch_size: usize, seq_len: usize, shuffle: bool, drop_last: bool) -> Result<Self> {
-        Self::with_seed(tokens.into(), batch_size, seq_len, shuffle, drop_last, DEFAULT_SHUFFLE_SEED)
-    }
-
-    /// Like [`BatchIterator::new`] over shared tokens with an explicit seed.
-    pub fn with_seed(
-        tokens: Arc<[u32]>,
-        batch_size: usize,
-        seq_len: usize,
-        shuffle: bool,
-        drop_last: bool,
-        seed: u64,
-    ) -> Result<Self> {
         let window = window_len(batch_size, seq_len)?;
         let mut it = BatchIterator {
-            tokens,
+            tokens: tokens.into(),
             batch_size,
             seq_len,
             shuffle,
             drop_last,
-            seed,
+            seed: DEFAULT_SHUFFLE_SEED,
             pass: 0,
             order: Vec::new(),
             cursor: 0,
@@ -196,6 +184,15 @@ impl BatchIterator {
             }
         }
         self.cursor = 0;
+    }
+
+    /// The same iterator with the shuffled order drawn from `seed`,
+    /// restarted at its first pass.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self.pass = 0;
+        self.start_pass();
+        self
     }
 
     /// Rows per batch.
@@ -340,6 +337,11 @@ mod tests {
         a.reset();
         let second: Vec<u32> = a.map(|x| x.input_ids[0]).collect();
         assert_ne!(first, second);
+        // Another seed, another order; the same seed, the same order.
+        let seeded = |s| BatchIterator::new(&tokens, 1, 10, true, true).unwrap().with_seed(s);
+        let order = |it: BatchIterator| it.map(|x| x.input_ids[0]).collect::<Vec<u32>>();
+        assert_eq!(order(seeded(9)), order(seeded(9)));
+        assert_ne!(order(seeded(9)), first);
     }
 
     #[test]

@@ -28,6 +28,7 @@
 
 use super::ops::{self, Attention, Linear, GEMM_PACK_LEN};
 use crate::error::{invalid, Result};
+use std::ops::Range;
 
 /// Largest parameter count accepted (2³¹ floats, 8 GiB).
 const MAX_PARAMS: usize = 1 << 31;
@@ -400,7 +401,7 @@ impl Transformer {
     fn forward(&self, params: &[f32], ws: &mut Workspace, inputs: &[u32], logits: Logits) {
         let TransformerConfig { vocab_size: v, dim: c, heads, ff_dim: f, .. } = self.config;
         let (t, tm) = (inputs.len(), ws.seq_len);
-        let (tc, tf) = (t * c, t * f);
+        let tc = t * c;
         let p = |s: Span| s.of(params);
         let Workspace {
             res,
@@ -424,21 +425,15 @@ impl Transformer {
             ..
         } = ws;
         ops::embedding_forward(&mut res[..tc], inputs, p(self.wte), p(self.wpe), c);
-        let att_len = heads * tm * tm;
         for (l, blk) in self.blocks.iter().enumerate() {
-            let (done, next) = res.split_at_mut((l + 1) * tm * c);
-            let x = &done[l * tm * c..][..tc];
-            let y = &mut next[..tc];
-            let h1 = &mut ln1[l * tm * c..][..tc];
-            let (m1, r1) = (&mut ln1_mean[l * tm..][..t], &mut ln1_rstd[l * tm..][..t]);
-            let q = &mut qkv[l * tm * 3 * c..][..3 * tc];
-            let a = &mut att[l * att_len..][..heads * t * t];
-            let ay = &mut atty[l * tm * c..][..tc];
-            let xm = &mut mid[l * tm * c..][..tc];
-            let h2 = &mut ln2[l * tm * c..][..tc];
-            let (m2, r2) = (&mut ln2_mean[l * tm..][..t], &mut ln2_rstd[l * tm..][..t]);
-            let fh = &mut fch[l * tm * f..][..tf];
-            let fg = &mut fch_gelu[l * tm * f..][..tf];
+            let r = LayerRanges::new(&self.config, l, t, tm);
+            let (done, next) = res.split_at_mut(r.out.start);
+            let (x, y) = (&done[r.x.clone()], &mut next[..tc]);
+            let (h1, m1, r1) = (&mut ln1[r.tc.clone()], &mut ln1_mean[r.t.clone()], &mut ln1_rstd[r.t.clone()]);
+            let (q, a, ay) = (&mut qkv[r.qkv.clone()], &mut att[r.att.clone()], &mut atty[r.tc.clone()]);
+            let (xm, h2) = (&mut mid[r.tc.clone()], &mut ln2[r.tc.clone()]);
+            let (m2, r2) = (&mut ln2_mean[r.t.clone()], &mut ln2_rstd[r.t.clone()]);
+            let (fh, fg) = (&mut fch[r.tf.clone()], &mut fch_gelu[r.tf.clone()]);
 
             ops::layernorm_forward(h1, m1, r1, x, p(blk.ln1w), p(blk.ln1b));
             ops::matmul_forward(Linear { t, c, oc: 3 * c }, q, h1, p(blk.qkvw), Some(p(blk.qkvb)), false, pack);
@@ -508,19 +503,14 @@ impl Transformer {
         let xf = &res[self.blocks.len() * tm * c..][..tc];
         ops::layernorm_backward(dres, gw, gb, dln, xf, p(self.lnfw), &lnf_mean[..t], &lnf_rstd[..t]);
 
-        let att_len = heads * tm * tm;
         for (l, blk) in self.blocks.iter().enumerate().rev() {
-            let x = &res[l * tm * c..][..tc];
-            let h1 = &ln1[l * tm * c..][..tc];
-            let (m1, r1) = (&ln1_mean[l * tm..][..t], &ln1_rstd[l * tm..][..t]);
-            let q = &qkv[l * tm * 3 * c..][..3 * tc];
-            let a = &att[l * att_len..][..heads * t * t];
-            let ay = &atty[l * tm * c..][..tc];
-            let xm = &mid[l * tm * c..][..tc];
-            let h2 = &ln2[l * tm * c..][..tc];
-            let (m2, r2) = (&ln2_mean[l * tm..][..t], &ln2_rstd[l * tm..][..t]);
-            let fh = &fch[l * tm * f..][..tf];
-            let fg = &fch_gelu[l * tm * f..][..tf];
+            let r = LayerRanges::new(&self.config, l, t, tm);
+            let x = &res[r.x.clone()];
+            let (h1, m1, r1) = (&ln1[r.tc.clone()], &ln1_mean[r.t.clone()], &ln1_rstd[r.t.clone()]);
+            let (q, a, ay) = (&qkv[r.qkv.clone()], &att[r.att.clone()], &atty[r.tc.clone()]);
+            let (xm, h2) = (&mid[r.tc.clone()], &ln2[r.tc.clone()]);
+            let (m2, r2) = (&ln2_mean[r.t.clone()], &ln2_rstd[r.t.clone()]);
+            let (fh, fg) = (&fch[r.tf.clone()], &fch_gelu[r.tf.clone()]);
 
             // dres holds d(loss)/d(block output); it flows unchanged to the
             // block input through both residual adds, plus each branch's share.
@@ -542,6 +532,42 @@ impl Transformer {
         }
         let (gwte, gwpe) = pair_mut(grads, self.wte, self.wpe);
         ops::embedding_backward(gwte, gwpe, dres, inputs, c);
+    }
+}
+
+/// Where layer `l`'s saved activations sit in the workspace buffers, for a
+/// sequence of `t` tokens in a workspace of `tm` positions (each layer owns
+/// a `tm`-sized stretch of every buffer; a sequence uses its first `t`).
+struct LayerRanges {
+    /// The layer's input in `res`.
+    x: Range<usize>,
+    /// The layer's output stretch of `res` (the next layer's input).
+    out: Range<usize>,
+    /// `t × C` stretches: ln1, atty, mid, ln2.
+    tc: Range<usize>,
+    /// `t` stretches: layer-norm means and reciprocal deviations.
+    t: Range<usize>,
+    /// `t × 3C` in qkv.
+    qkv: Range<usize>,
+    /// `heads × t × t` in att.
+    att: Range<usize>,
+    /// `t × F` stretches: fch, fch_gelu.
+    tf: Range<usize>,
+}
+
+impl LayerRanges {
+    fn new(cfg: &TransformerConfig, l: usize, t: usize, tm: usize) -> Self {
+        let (c, f, h) = (cfg.dim, cfg.ff_dim, cfg.heads);
+        let span = |base: usize, len: usize| base..base + len;
+        LayerRanges {
+            x: span(l * tm * c, t * c),
+            out: span((l + 1) * tm * c, t * c),
+            tc: span(l * tm * c, t * c),
+            t: span(l * tm, t),
+            qkv: span(l * tm * 3 * c, 3 * t * c),
+            att: span(l * h * tm * tm, h * t * t),
+            tf: span(l * tm * f, t * f),
+        }
     }
 }
 
