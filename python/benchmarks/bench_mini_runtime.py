@@ -135,6 +135,10 @@ def big_layers(ids):
     return [((ids[0], BIG, BIG), (ids[1], BIG, BIG), (ids[2], BIG, BIG), False)]
 
 
+CAPI = "C ABI execute_schedule via ctypes"
+PER_OP = "engine time per op"
+
+
 def run(seed):
     rows = []
 
@@ -152,69 +156,38 @@ def run(seed):
             }
         )
 
+    def overhead_per_op_rows(case, r, n):
+        """The Python overhead per op of both ways of calling execute against
+        the engine's own time per op."""
+        per_op = r["engine"][0] * 1e3 / n
+        for key, how in (("python", "same list"), ("python_new", "new ops each call")):
+            row("%s: Python overhead per op (%s)" % (case, how), "ns", r[key][2] * 1e3 / n, PER_OP, per_op)
+
     for mode, threaded in (("sequential", False), ("pipelined", True)):
         r, n = measure(mlp_layers, MLP_TENSORS, MLP_WARMUP, MLP_ITERS, threaded, seed)
-        for q, qi in (("p50", 0), ("p99", 1)):
-            row(
-                "MLP %s %s: Python execute (same list) vs C ABI" % (mode, q),
-                "µs",
-                r["python"][qi],
-                "C ABI execute_schedule via ctypes",
-                r["capi"][qi],
-            )
-        row(
-            "MLP %s p50: Python execute (new ops each call) vs C ABI" % mode,
-            "µs",
-            r["python_new"][0],
-            "C ABI execute_schedule via ctypes",
-            r["capi"][0],
-        )
-        row(
-            "MLP %s p50: C ABI via ctypes vs engine's own time" % mode,
-            "µs",
-            r["capi"][0],
-            "engine time (stats.total_ns)",
-            r["engine"][0],
-        )
-        per_op = r["engine"][0] * 1e3 / n
-        row(
-            "MLP %s: time outside the engine per call, Python execute (same list) vs C ABI" % mode,
-            "µs",
-            r["python"][2],
-            "C ABI via ctypes",
-            r["capi"][2],
-        )
-        row(
-            "MLP %s: Python overhead per op (same list)" % mode,
-            "ns",
-            r["python"][2] * 1e3 / n,
-            "engine time per op",
-            per_op,
-        )
-        row(
-            "MLP %s: Python overhead per op (new ops each call)" % mode,
-            "ns",
-            r["python_new"][2] * 1e3 / n,
-            "engine time per op",
-            per_op,
-        )
+        # (case, ours, baseline name, baseline) in µs; "%s" is the mode.
+        for case, ours, baseline_name, baseline in (
+            ("MLP %s p50: Python execute (same list) vs C ABI", r["python"][0], CAPI, r["capi"][0]),
+            ("MLP %s p99: Python execute (same list) vs C ABI", r["python"][1], CAPI, r["capi"][1]),
+            ("MLP %s p50: Python execute (new ops each call) vs C ABI", r["python_new"][0], CAPI, r["capi"][0]),
+            (
+                "MLP %s p50: C ABI via ctypes vs engine's own time",
+                r["capi"][0],
+                "engine time (stats.total_ns)",
+                r["engine"][0],
+            ),
+            (
+                "MLP %s: time outside the engine per call, Python execute (same list) vs C ABI",
+                r["python"][2],
+                "C ABI via ctypes",
+                r["capi"][2],
+            ),
+        ):
+            row(case % mode, "µs", ours, baseline_name, baseline)
+        overhead_per_op_rows("MLP %s" % mode, r, n)
 
     r, n = measure(big_layers, BIG_TENSORS, BIG_WARMUP, BIG_ITERS, False, seed)
-    per_op = r["engine"][0] * 1e3 / n
-    row(
-        "512³ matmul (%d ops) sequential: Python overhead per op (same list)" % n,
-        "ns",
-        r["python"][2] * 1e3 / n,
-        "engine time per op",
-        per_op,
-    )
-    row(
-        "512³ matmul (%d ops) sequential: Python overhead per op (new ops each call)" % n,
-        "ns",
-        r["python_new"][2] * 1e3 / n,
-        "engine time per op",
-        per_op,
-    )
+    overhead_per_op_rows("512³ matmul (%d ops) sequential" % n, r, n)
     return rows
 
 

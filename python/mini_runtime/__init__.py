@@ -78,9 +78,6 @@ _SIZE_MAX = 2 ** (8 * _native.ctypes.sizeof(_native.c_size_t)) - 1
 # members. Every op packs itself once, when it is made; execute() only joins
 # the packed bytes.
 _OP_SIZE = 32
-_LOAD_STRUCT = struct.Struct("=6Ii4x")
-_EXEC_STRUCT = struct.Struct("=7Ii")
-_STORE_STRUCT = struct.Struct("=6IB7x")
 
 
 # --------------------------------------------------------------------- errors
@@ -167,6 +164,26 @@ def _kernel_code(impl):
 
 
 # ------------------------------------------------------------- config, stats
+def _config_field(name, check, doc):
+    """A read-write attribute of EngineConfig, kept in the slot _<name>;
+    check(value, what) converts a new value or raises TypeError."""
+    slot = "_" + name
+    what = "EngineConfig." + name
+
+    def get(self):
+        return getattr(self, slot)
+
+    def set_(self, value):
+        setattr(self, slot, check(value, what))
+
+    get.__name__ = set_.__name__ = name
+    return property(get, set_, doc=doc)
+
+
+def _int_check(lo, hi):
+    return lambda value, what: _int_in(value, lo, hi, what)
+
+
 class EngineConfig:
     """Engine configuration: mutable sram_bytes, trace, threaded, compute_threads.
 
@@ -182,41 +199,20 @@ class EngineConfig:
         self.threaded = threaded
         self.compute_threads = compute_threads
 
-    @property
-    def sram_bytes(self):
-        """Size of the simulated SRAM in bytes (default 262144; the engine accepts 4096 ..= 2**32)."""
-        return self._sram_bytes
-
-    @sram_bytes.setter
-    def sram_bytes(self, value):
-        self._sram_bytes = _int_in(value, 0, _SIZE_MAX, "EngineConfig.sram_bytes")
-
-    @property
-    def trace(self):
-        """Record per-op timings for Engine.write_trace (default False)."""
-        return self._trace
-
-    @trace.setter
-    def trace(self, value):
-        self._trace = _to_bool(value, "EngineConfig.trace")
-
-    @property
-    def threaded(self):
-        """Pipelined DMA / compute threads instead of the calling thread (default False)."""
-        return self._threaded
-
-    @threaded.setter
-    def threaded(self, value):
-        self._threaded = _to_bool(value, "EngineConfig.threaded")
-
-    @property
-    def compute_threads(self):
-        """Compute threads in threaded mode (default 1; the engine accepts 1 ..= 8)."""
-        return self._compute_threads
-
-    @compute_threads.setter
-    def compute_threads(self, value):
-        self._compute_threads = _int_in(value, 0, _U32_MAX, "EngineConfig.compute_threads")
+    sram_bytes = _config_field(
+        "sram_bytes",
+        _int_check(0, _SIZE_MAX),
+        "Size of the simulated SRAM in bytes (default 262144; the engine accepts 4096 ..= 2**32).",
+    )
+    trace = _config_field("trace", _to_bool, "Record per-op timings for Engine.write_trace (default False).")
+    threaded = _config_field(
+        "threaded", _to_bool, "Pipelined DMA / compute threads instead of the calling thread (default False)."
+    )
+    compute_threads = _config_field(
+        "compute_threads",
+        _int_check(0, _U32_MAX),
+        "Compute threads in threaded mode (default 1; the engine accepts 1 ..= 8).",
+    )
 
     def __repr__(self):
         return "EngineConfig(sram_bytes=%d, trace=%r, threaded=%r, compute_threads=%d)" % (
@@ -225,9 +221,6 @@ class EngineConfig:
             self._threaded,
             self._compute_threads,
         )
-
-
-_STATS_FIELDS = tuple(name for name, _ in _native.MrStats._fields_)
 
 
 def _field_property(index, name, doc):
@@ -240,53 +233,129 @@ def _field_property(index, name, doc):
     return property(get, doc=doc)
 
 
-class EngineStats:
-    """Operation counts and timings (ns) since the engine was made or reset_stats() (read-only)."""
+class _Record:
+    """Immutable fields, held in the tuple self._f and read through read-only
+    properties (EngineStats and the ops).
+
+    A subclass lists its fields in _SPEC, in order, as (name, ..., doc)
+    each; the properties and _FIELDS (the names) are made from it.
+    """
 
     __slots__ = ("_f",)
+    _SPEC = ()
+    _FIELDS = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._FIELDS = tuple(field[0] for field in cls._SPEC)
+        for index, field in enumerate(cls._SPEC):
+            prop = _field_property(index, field[0], field[-1])
+            setattr(cls, field[0], prop)
+            if hasattr(prop, "__set_name__"):  # Python >= 3.10: errors name the property
+                prop.__set_name__(cls, field[0])
+
+    def __repr__(self):
+        return "%s(%s)" % (
+            type(self).__name__,
+            ", ".join("%s=%r" % (n, v) for n, v in zip(self._FIELDS, self._f)),
+        )
+
+
+class EngineStats(_Record):
+    """Operation counts and timings (ns) since the engine was made or reset_stats() (read-only)."""
+
+    __slots__ = ()
+    # The fields of MrStats, in its order.
+    _SPEC = (
+        ("loads", "LOADs run."),
+        ("executes", "EXECs run."),
+        ("stores", "STOREs run."),
+        ("dma_busy_ns", "Time in LOAD / STORE (ns)."),
+        ("compute_busy_ns", "Time in EXEC, summed over compute threads (ns)."),
+        ("overlap_ns", "Time DMA and compute work ran at once (ns; 0 in sequential mode)."),
+        ("total_ns", "Wall time of the execute calls (ns)."),
+        ("dma_stalls", "Times a DMA op waited for compute."),
+        ("compute_stalls", "Times an EXEC waited for another lane."),
+    )
 
     def __init__(self, **fields):
-        unknown = set(fields) - set(_STATS_FIELDS)
+        unknown = set(fields) - set(self._FIELDS)
         if unknown:
             raise TypeError("EngineStats has no field %s" % ", ".join(sorted(unknown)))
-        self._f = tuple(_int_in(fields.get(n, 0), 0, 2**64 - 1, "EngineStats." + n) for n in _STATS_FIELDS)
+        self._f = tuple(_int_in(fields.get(n, 0), 0, 2**64 - 1, "EngineStats." + n) for n in self._FIELDS)
 
     @classmethod
     def _from_c(cls, s):
         self = cls.__new__(cls)
-        self._f = tuple(getattr(s, n) for n in _STATS_FIELDS)
+        self._f = tuple(getattr(s, n) for n in cls._FIELDS)
         return self
-
-    loads = _field_property(0, "loads", "LOADs run.")
-    executes = _field_property(1, "executes", "EXECs run.")
-    stores = _field_property(2, "stores", "STOREs run.")
-    dma_busy_ns = _field_property(3, "dma_busy_ns", "Time in LOAD / STORE (ns).")
-    compute_busy_ns = _field_property(4, "compute_busy_ns", "Time in EXEC, summed over compute threads (ns).")
-    overlap_ns = _field_property(5, "overlap_ns", "Time DMA and compute work ran at once (ns; 0 in sequential mode).")
-    total_ns = _field_property(6, "total_ns", "Wall time of the execute calls (ns).")
-    dma_stalls = _field_property(7, "dma_stalls", "Times a DMA op waited for compute.")
-    compute_stalls = _field_property(8, "compute_stalls", "Times an EXEC waited for another lane.")
-
-    def __repr__(self):
-        return "EngineStats(%s)" % ", ".join("%s=%d" % (n, v) for n, v in zip(_STATS_FIELDS, self._f))
 
     def __reduce__(self):
         return (_stats_from_fields, (self._f,))
 
 
+assert EngineStats._FIELDS == tuple(name for name, _ in _native.MrStats._fields_)
+
+
 def _stats_from_fields(fields):
-    return EngineStats(**dict(zip(_STATS_FIELDS, fields)))
+    return EngineStats(**dict(zip(EngineStats._FIELDS, fields)))
 
 
 # ------------------------------------------------------------------ schedule
-class _Op:
+# The C type of an op field: an integer range, or _FLAG (a bool, 1 byte).
+_U32 = (0, _U32_MAX)
+_I32 = (_I32_MIN, _I32_MAX)
+_FLAG = "bool"
+_STRUCT_CODES = {_U32: "I", _I32: "i", _FLAG: "?"}
+
+
+def _op_packer(cls, kind, types):
+    """The _pack method of an op class: sets the fields (the values in _SPEC
+    order) and packs the MrOp; TypeError for a value outside its C type.
+    (A closure over the class's struct: this runs for every op made.)"""
+    # `kind`, the payload, then padding up to the size of MrOp.
+    fmt = "=I" + "".join(_STRUCT_CODES[t] for t in types)
+    op_struct = struct.Struct(fmt + "%dx" % (_OP_SIZE - struct.calcsize(fmt)))
+    pack, unpack = op_struct.pack, op_struct.unpack
+    where = ["%s: %s" % (cls.__name__, name) for name in cls._FIELDS]
+    flags = tuple((i, where[i]) for i, t in enumerate(types) if t is _FLAG)
+    ints = tuple((i, t[0], t[1], where[i]) for i, t in enumerate(types) if t is not _FLAG)
+
+    def _pack(self, *values):
+        if flags:
+            values = list(values)
+            for i, what in flags:
+                values[i] = _to_bool(values[i], what)
+        try:
+            mr = pack(kind, *values)
+        except (struct.error, TypeError, OverflowError):
+            for i, lo, hi, what in ints:  # name the first value outside its C type
+                _int_in(values[i], lo, hi, what)
+            raise
+        self._mr = mr
+        self._f = unpack(mr)[1:]
+
+    return op_struct, _pack
+
+
+class _Op(_Record):
     """Common part of the three op classes: immutable, packed once.
+
+    A subclass sets _KIND, its MrOp kind, and _SPEC, its payload fields in
+    the order of the C struct as (name, _U32 / _I32 / _FLAG, doc); this
+    makes its read-only properties, __match_args__, repr, packing struct
+    (_STRUCT) and _pack. Its __init__ hands the arguments to _pack in that
+    order.
 
     Ops compare and hash by identity, as the pybind11 classes did.
     """
 
-    __slots__ = ("_f", "_mr")
-    _FIELDS = ()
+    __slots__ = ("_mr",)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__match_args__ = cls._FIELDS
+        cls._STRUCT, cls._pack = _op_packer(cls, cls._KIND, tuple(field[1] for field in cls._SPEC))
 
     def __eq__(self, other):
         # Identity, and never NotImplemented, so that comparing a cached
@@ -298,24 +367,19 @@ class _Op:
 
     __hash__ = object.__hash__
 
-    def __repr__(self):
-        return "%s(%s)" % (
-            type(self).__name__,
-            ", ".join("%s=%r" % (n, v) for n, v in zip(self._FIELDS, self._f)),
-        )
-
     def __reduce__(self):
         return (type(self), self._f)
 
 
-def _check_fields(where, values, spec):
-    """Raises the TypeError for the first value outside its C type."""
-    for (name, lo, hi), v in zip(spec, values):
-        _int_in(v, lo, hi, "%s: %s" % (where, name))
-
-
-_U32 = (0, _U32_MAX)
-_I32 = (_I32_MIN, _I32_MAX)
+# Fields that more than one op has.
+_TILE_FIELDS = (
+    ("tensor_id", _U32, "Tensor id (from Engine.register_tensor)."),
+    ("tile_row", _U32, "Tile row."),
+    ("tile_col", _U32, "Tile column."),
+)
+_BYTES_FIELD = ("bytes", _U32, "Bytes to move (must be TILE_BYTES).")
+_BUFFER_FIELD = ("buffer", _I32, "Double-buffer tag, -1 = none.")
+_ACC_DOC = "SRAM address of the accumulator."
 
 
 class SchedLoad(_Op):
@@ -325,26 +389,15 @@ class SchedLoad(_Op):
     """
 
     __slots__ = ()
-    _FIELDS = ("tensor_id", "tile_row", "tile_col", "dst_addr", "bytes", "buffer")
-    __match_args__ = _FIELDS
-    _SPEC = tuple((n,) + _U32 for n in _FIELDS[:5]) + (("buffer",) + _I32,)
+    _KIND = _MR_OP_LOAD
+    _SPEC = _TILE_FIELDS + (
+        ("dst_addr", _U32, "SRAM byte address (a multiple of ALIGNMENT)."),
+        _BYTES_FIELD,
+        _BUFFER_FIELD,
+    )
 
     def __init__(self, tensor_id, tile_row, tile_col, dst_addr, bytes, buffer=-1):
-        values = (tensor_id, tile_row, tile_col, dst_addr, bytes, buffer)
-        try:
-            mr = _LOAD_STRUCT.pack(_MR_OP_LOAD, *values)
-        except (struct.error, TypeError, OverflowError):
-            _check_fields("SchedLoad", values, self._SPEC)
-            raise
-        self._mr = mr
-        self._f = _LOAD_STRUCT.unpack(mr)[1:]
-
-    tensor_id = _field_property(0, "tensor_id", "Tensor id (from Engine.register_tensor).")
-    tile_row = _field_property(1, "tile_row", "Tile row.")
-    tile_col = _field_property(2, "tile_col", "Tile column.")
-    dst_addr = _field_property(3, "dst_addr", "SRAM byte address (a multiple of ALIGNMENT).")
-    bytes = _field_property(4, "bytes", "Bytes to move (must be TILE_BYTES).")
-    buffer = _field_property(5, "buffer", "Double-buffer tag, -1 = none.")
+        self._pack(tensor_id, tile_row, tile_col, dst_addr, bytes, buffer)
 
 
 class SchedExecute(_Op):
@@ -354,27 +407,19 @@ class SchedExecute(_Op):
     """
 
     __slots__ = ()
-    _FIELDS = ("m", "n", "k", "a_addr", "b_addr", "acc_addr", "buffer")
-    __match_args__ = _FIELDS
-    _SPEC = tuple((n,) + _U32 for n in _FIELDS[:6]) + (("buffer",) + _I32,)
+    _KIND = _MR_OP_EXEC
+    _SPEC = (
+        ("m", _U32, "Output tile row."),
+        ("n", _U32, "Output tile column."),
+        ("k", _U32, "Reduction step."),
+        ("a_addr", _U32, "SRAM address of A."),
+        ("b_addr", _U32, "SRAM address of B."),
+        ("acc_addr", _U32, _ACC_DOC),
+        _BUFFER_FIELD,
+    )
 
     def __init__(self, m, n, k, a_addr, b_addr, acc_addr, buffer=-1):
-        values = (m, n, k, a_addr, b_addr, acc_addr, buffer)
-        try:
-            mr = _EXEC_STRUCT.pack(_MR_OP_EXEC, *values)
-        except (struct.error, TypeError, OverflowError):
-            _check_fields("SchedExecute", values, self._SPEC)
-            raise
-        self._mr = mr
-        self._f = _EXEC_STRUCT.unpack(mr)[1:]
-
-    m = _field_property(0, "m", "Output tile row.")
-    n = _field_property(1, "n", "Output tile column.")
-    k = _field_property(2, "k", "Reduction step.")
-    a_addr = _field_property(3, "a_addr", "SRAM address of A.")
-    b_addr = _field_property(4, "b_addr", "SRAM address of B.")
-    acc_addr = _field_property(5, "acc_addr", "SRAM address of the accumulator.")
-    buffer = _field_property(6, "buffer", "Double-buffer tag, -1 = none.")
+        self._pack(m, n, k, a_addr, b_addr, acc_addr, buffer)
 
 
 class SchedStore(_Op):
@@ -384,27 +429,15 @@ class SchedStore(_Op):
     """
 
     __slots__ = ()
-    _FIELDS = ("tensor_id", "tile_row", "tile_col", "src_addr", "bytes", "apply_relu")
-    __match_args__ = _FIELDS
-    _SPEC = tuple((n,) + _U32 for n in _FIELDS[:5])
+    _KIND = _MR_OP_STORE
+    _SPEC = _TILE_FIELDS + (
+        ("src_addr", _U32, _ACC_DOC),
+        _BYTES_FIELD,
+        ("apply_relu", _FLAG, "Apply ReLU to the accumulator before storing."),
+    )
 
     def __init__(self, tensor_id, tile_row, tile_col, src_addr, bytes, apply_relu=False):
-        relu = _to_bool(apply_relu, "SchedStore: apply_relu")
-        values = (tensor_id, tile_row, tile_col, src_addr, bytes)
-        try:
-            mr = _STORE_STRUCT.pack(_MR_OP_STORE, *values, relu)
-        except (struct.error, TypeError, OverflowError):
-            _check_fields("SchedStore", values, self._SPEC)
-            raise
-        self._mr = mr
-        self._f = _STORE_STRUCT.unpack(mr)[1:6] + (relu,)
-
-    tensor_id = _field_property(0, "tensor_id", "Tensor id (from Engine.register_tensor).")
-    tile_row = _field_property(1, "tile_row", "Tile row.")
-    tile_col = _field_property(2, "tile_col", "Tile column.")
-    src_addr = _field_property(3, "src_addr", "SRAM address of the accumulator.")
-    bytes = _field_property(4, "bytes", "Bytes to move (must be TILE_BYTES).")
-    apply_relu = _field_property(5, "apply_relu", "Apply ReLU to the accumulator before storing.")
+        self._pack(tensor_id, tile_row, tile_col, src_addr, bytes, apply_relu)
 
 
 _OP_TYPES = (SchedLoad, SchedExecute, SchedStore)

@@ -8,7 +8,7 @@ it to get the exact reference-MLP schedule that `cllm bench engine` runs
 import ctypes
 import struct
 
-from . import SchedExecute, SchedLoad, SchedStore, _error, _native
+from . import _OP_SIZE, _OP_TYPES, _error, _native
 
 _lib = _native.lib
 
@@ -18,9 +18,7 @@ REFERENCE_MLP_SHAPES = ((128, 128), (128, 64), (128, 64), (64, 32), (128, 32), (
 REFERENCE_MLP_NAMES = ("x", "w1", "h1", "w2", "h2", "w3", "out")
 
 _KIND = struct.Struct("=I")
-_LOAD = struct.Struct("=6Ii4x")
-_EXEC = struct.Struct("=7Ii")
-_STORE = struct.Struct("=6IB7x")
+_OP_BY_KIND = {cls._KIND: cls for cls in _OP_TYPES}
 
 
 def reference_mlp_layers(ids):
@@ -32,17 +30,12 @@ def reference_mlp_layers(ids):
 
 
 def _decode(raw):
+    """The ops of a C array of MrOp, made with their constructors."""
     ops = []
-    for off in range(0, len(raw), 32):
+    for off in range(0, len(raw), _OP_SIZE):
         (kind,) = _KIND.unpack_from(raw, off)
-        chunk = raw[off : off + 32]
-        if kind == 0:
-            ops.append(SchedLoad(*_LOAD.unpack(chunk)[1:]))
-        elif kind == 1:
-            ops.append(SchedExecute(*_EXEC.unpack(chunk)[1:]))
-        else:
-            f = _STORE.unpack(chunk)
-            ops.append(SchedStore(*f[1:6], bool(f[6])))
+        cls = _OP_BY_KIND[kind]
+        ops.append(cls(*cls._STRUCT.unpack_from(raw, off)[1:]))
     return ops
 
 
@@ -66,7 +59,7 @@ def build_matmul_schedule(layers, sram_bytes=256 * 1024):
         raise _error(-1, "mr_schedule_build")
     try:
         count = _lib.mr_schedule_len(h)
-        raw = ctypes.string_at(_lib.mr_schedule_ops(h), count * 32) if count else b""
+        raw = ctypes.string_at(_lib.mr_schedule_ops(h), count * _OP_SIZE) if count else b""
         info = _native.MrScheduleInfo()
         rc = _lib.mr_schedule_info(h, ctypes.byref(info))
         if rc:

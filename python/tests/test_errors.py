@@ -118,52 +118,58 @@ def test_alternating_bad_and_good_schedules(mode):
 
 
 # ------------------------------------------------------- tensor calls
+def assert_value_errors(call, cases):
+    """call(*args) raises ValueError for each (args, match) of cases, with a
+    message that matches `match` (any message when it is None)."""
+    for args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call(*args)
+
+
 def test_set_tensor_errors(mode):
     e = engine_with_abc(mode)
-    with pytest.raises(ValueError, match="32x32"):
-        e.set_tensor("C", np.zeros((32, 31), np.float32))
-    with pytest.raises(ValueError, match="not registered"):
-        e.set_tensor("D", np.zeros((32, 32), np.float32))
-    with pytest.raises(ValueError, match="2D"):
-        e.set_tensor("C", np.zeros(1024, np.float32))
-    with pytest.raises(ValueError, match="2D"):
-        e.set_tensor("C", np.zeros((32, 32, 1), np.float32))
-    with pytest.raises(ValueError):
-        e.set_tensor("C\0x", SENTINEL)
+    assert_value_errors(
+        e.set_tensor,
+        [
+            (("C", np.zeros((32, 31), np.float32)), "32x32"),
+            (("D", np.zeros((32, 32), np.float32)), "not registered"),
+            (("C", np.zeros(1024, np.float32)), "2D"),
+            (("C", np.zeros((32, 32, 1), np.float32)), "2D"),
+            (("C\0x", SENTINEL), None),
+        ],
+    )
     np.testing.assert_array_equal(e.get_tensor("C", 32, 32), SENTINEL)
 
 
 def test_get_tensor_errors(mode):
     e = engine_with_abc(mode)
-    with pytest.raises(ValueError, match="is 32x32"):
-        e.get_tensor("C", 32, 16)
-    with pytest.raises(ValueError, match="is 32x32"):
-        e.get_tensor("C", 0, 0)
-    with pytest.raises(ValueError, match="not registered"):
-        e.get_tensor("D", 32, 32)
-    # A huge wrong shape is refused before anything is allocated.
-    with pytest.raises(ValueError, match="is 32x32"):
-        e.get_tensor("C", 2**40, 2**40)
-    with pytest.raises(ValueError, match="not registered"):
-        e.get_tensor("D", 2**40, 2**40)
+    assert_value_errors(
+        e.get_tensor,
+        [
+            (("C", 32, 16), "is 32x32"),
+            (("C", 0, 0), "is 32x32"),
+            (("D", 32, 32), "not registered"),
+            # A huge wrong shape is refused before anything is allocated.
+            (("C", 2**40, 2**40), "is 32x32"),
+            (("D", 2**40, 2**40), "not registered"),
+        ],
+    )
 
 
 def test_register_tensor_errors(mode):
     e = engine_with_abc(mode)
-    with pytest.raises(ValueError, match="already registered"):
-        e.register_tensor("A", 32, 32)
-    with pytest.raises(ValueError, match="empty"):
-        e.register_tensor("", 32, 32)
-    with pytest.raises(ValueError):
-        e.register_tensor("Z", 0, 32)
-    with pytest.raises(ValueError):
-        e.register_tensor("Z", 32, 0)
-    with pytest.raises(ValueError):
-        e.register_tensor("Z", 2**40, 2**40)
-    with pytest.raises(ValueError):
-        e.register_tensor("Z\0", 1, 1)
-    with pytest.raises(ValueError):
-        e.register_tensor("\ud800", 1, 1)  # not encodable as UTF-8
+    assert_value_errors(
+        e.register_tensor,
+        [
+            (("A", 32, 32), "already registered"),
+            (("", 32, 32), "empty"),
+            (("Z", 0, 32), None),
+            (("Z", 32, 0), None),
+            (("Z", 2**40, 2**40), None),
+            (("Z\0", 1, 1), None),
+            (("\ud800", 1, 1), None),  # not encodable as UTF-8
+        ],
+    )
     # None of those used an id.
     assert e.register_tensor("Z", 1, 1) == 3
 

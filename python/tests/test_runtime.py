@@ -10,23 +10,9 @@ import pytest
 
 import mini_runtime as mr
 
-from conftest import (
-    MLP_NAMES,
-    MLP_SHAPES,
-    T,
-    abc_engine,
-    assert_close,
-    assert_same_bits,
-    make_engine,
-    matmul_ops,
-    mlp_builder_ops,
-    mlp_engine,
-    mlp_inputs,
-    mlp_python_ops,
-    mlp_reference,
-    rand,
-    single_tile_ops,
-)
+from conftest import T, abc_engine, make_engine, matmul_ops, rand, single_tile_ops
+from conftest import assert_close, assert_same_bits
+from conftest import MLP_NAMES, MLP_SHAPES, mlp_builder_ops, mlp_engine, mlp_inputs, mlp_python_ops, mlp_reference
 
 
 # ------------------------------------------------------------------ tensors

@@ -12,22 +12,9 @@ import pytest
 
 from mini_runtime import _native
 
-from conftest import (
-    MODES,
-    T,
-    abc_engine,
-    assert_close,
-    assert_same_bits,
-    make_engine,
-    matmul_ops,
-    mlp_builder_ops,
-    mlp_engine,
-    mlp_inputs,
-    mlp_python_ops,
-    mlp_reference,
-    rand,
-    single_tile_ops,
-)
+from conftest import MODES, T, abc_engine, make_engine, matmul_ops, rand, single_tile_ops
+from conftest import assert_close, assert_same_bits
+from conftest import mlp_builder_ops, mlp_engine, mlp_inputs, mlp_python_ops, mlp_reference
 
 SEQUENTIAL, THREADED, THREADED2 = MODES
 THREADED_MODES = [THREADED, THREADED2]
@@ -43,8 +30,12 @@ def in_every_mode(run):
     return results[0]
 
 
+#: The MLP tensors the schedule writes, (name, shape) each.
+MLP_OUTPUTS = (("h1", (128, 64)), ("h2", (128, 32)), ("out", (128, 32)))
+
+
 def mlp_outputs(e):
-    return [e.get_tensor(n, *s) for n, s in zip(("h1", "h2", "out"), ((128, 64), (128, 32), (128, 32)))]
+    return [e.get_tensor(n, *s) for n, s in MLP_OUTPUTS]
 
 
 # --------------------------------------------------- threaded == sequential
@@ -153,7 +144,7 @@ def test_1000_repeated_runs_give_the_sequential_bits(mode):
     assert_close(want[2], mlp_reference(inp))
 
     e = mlp_engine(mode, inp)
-    poison = {n: np.full(s, np.nan, np.float32) for n, s in (("h1", (128, 64)), ("h2", (128, 32)), ("out", (128, 32)))}
+    poison = {n: np.full(s, np.nan, np.float32) for n, s in MLP_OUTPUTS}
     differing = []
     for run in range(1000):
         for n, p in poison.items():
