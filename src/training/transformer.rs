@@ -403,59 +403,49 @@ impl Transformer {
         let (t, tm) = (inputs.len(), ws.seq_len);
         let tc = t * c;
         let p = |s: Span| s.of(params);
-        let Workspace {
-            res,
-            mid,
-            ln1,
-            ln1_mean,
-            ln1_rstd,
-            qkv,
-            att,
-            atty,
-            ln2,
-            ln2_mean,
-            ln2_rstd,
-            fch,
-            fch_gelu,
-            lnf,
-            lnf_mean,
-            lnf_rstd,
-            logits: out,
-            pack,
-            ..
-        } = ws;
-        ops::embedding_forward(&mut res[..tc], inputs, p(self.wte), p(self.wpe), c);
+        ops::embedding_forward(&mut ws.res[..tc], inputs, p(self.wte), p(self.wpe), c);
         for (l, blk) in self.blocks.iter().enumerate() {
             let r = LayerRanges::new(&self.config, l, t, tm);
-            let (done, next) = res.split_at_mut(r.out.start);
+            let (done, next) = ws.res.split_at_mut(r.out.start);
             let (x, y) = (&done[r.x.clone()], &mut next[..tc]);
-            let (h1, m1, r1) = (&mut ln1[r.tc.clone()], &mut ln1_mean[r.t.clone()], &mut ln1_rstd[r.t.clone()]);
-            let (q, a, ay) = (&mut qkv[r.qkv.clone()], &mut att[r.att.clone()], &mut atty[r.tc.clone()]);
-            let (xm, h2) = (&mut mid[r.tc.clone()], &mut ln2[r.tc.clone()]);
-            let (m2, r2) = (&mut ln2_mean[r.t.clone()], &mut ln2_rstd[r.t.clone()]);
-            let (fh, fg) = (&mut fch[r.tf.clone()], &mut fch_gelu[r.tf.clone()]);
+            let (h1, m1, r1) =
+                (&mut ws.ln1[r.tc.clone()], &mut ws.ln1_mean[r.t.clone()], &mut ws.ln1_rstd[r.t.clone()]);
+            let (q, a, ay) = (&mut ws.qkv[r.qkv.clone()], &mut ws.att[r.att.clone()], &mut ws.atty[r.tc.clone()]);
+            let (xm, h2) = (&mut ws.mid[r.tc.clone()], &mut ws.ln2[r.tc.clone()]);
+            let (m2, r2) = (&mut ws.ln2_mean[r.t.clone()], &mut ws.ln2_rstd[r.t.clone()]);
+            let (fh, fg) = (&mut ws.fch[r.tf.clone()], &mut ws.fch_gelu[r.tf.clone()]);
 
             ops::layernorm_forward(h1, m1, r1, x, p(blk.ln1w), p(blk.ln1b));
-            ops::matmul_forward(Linear { t, c, oc: 3 * c }, q, h1, p(blk.qkvw), Some(p(blk.qkvb)), false, pack);
-            ops::attention_forward(Attention { t, c, heads }, ay, a, q, pack);
+            ops::matmul_forward(Linear { t, c, oc: 3 * c }, q, h1, p(blk.qkvw), Some(p(blk.qkvb)), false, &mut ws.pack);
+            ops::attention_forward(Attention { t, c, heads }, ay, a, q, &mut ws.pack);
             // Residual adds are fused: start from x, accumulate the projection.
             xm.copy_from_slice(x);
-            ops::matmul_forward(Linear { t, c, oc: c }, xm, ay, p(blk.projw), Some(p(blk.projb)), true, pack);
+            ops::matmul_forward(Linear { t, c, oc: c }, xm, ay, p(blk.projw), Some(p(blk.projb)), true, &mut ws.pack);
             ops::layernorm_forward(h2, m2, r2, xm, p(blk.ln2w), p(blk.ln2b));
-            ops::matmul_forward(Linear { t, c, oc: f }, fh, h2, p(blk.fcw), Some(p(blk.fcb)), false, pack);
+            ops::matmul_forward(Linear { t, c, oc: f }, fh, h2, p(blk.fcw), Some(p(blk.fcb)), false, &mut ws.pack);
             ops::gelu_forward(fg, fh);
             y.copy_from_slice(xm);
-            ops::matmul_forward(Linear { t, c: f, oc: c }, y, fg, p(blk.fcprojw), Some(p(blk.fcprojb)), true, pack);
+            ops::matmul_forward(
+                Linear { t, c: f, oc: c },
+                y,
+                fg,
+                p(blk.fcprojw),
+                Some(p(blk.fcprojb)),
+                true,
+                &mut ws.pack,
+            );
         }
         let last = self.blocks.len() * tm * c;
-        let xf = &res[last..][..tc];
-        let (lnf, lnf_mean, lnf_rstd) = (&mut lnf[..tc], &mut lnf_mean[..t], &mut lnf_rstd[..t]);
+        let xf = &ws.res[last..][..tc];
+        let (lnf, lnf_mean, lnf_rstd) = (&mut ws.lnf[..tc], &mut ws.lnf_mean[..t], &mut ws.lnf_rstd[..t]);
         ops::layernorm_forward(lnf, lnf_mean, lnf_rstd, xf, p(self.lnfw), p(self.lnfb));
         match logits {
-            Logits::All => ops::projection_forward(Linear { t, c, oc: v }, &mut out[..t * v], lnf, p(self.wte), pack),
+            Logits::All => {
+                ops::projection_forward(Linear { t, c, oc: v }, &mut ws.logits[..t * v], lnf, p(self.wte), &mut ws.pack)
+            }
             Logits::Last => {
                 let row = &lnf[(t - 1) * c..];
-                ops::projection_forward(Linear { t: 1, c, oc: v }, &mut out[..v], row, p(self.wte), pack)
+                ops::projection_forward(Linear { t: 1, c, oc: v }, &mut ws.logits[..v], row, p(self.wte), &mut ws.pack)
             }
         }
     }
@@ -467,50 +457,24 @@ impl Transformer {
         let (t, tm) = (inputs.len(), ws.seq_len);
         let (tc, tf) = (t * c, t * f);
         let p = |s: Span| s.of(params);
-        let Workspace {
-            res,
-            mid,
-            ln1,
-            ln1_mean,
-            ln1_rstd,
-            qkv,
-            att,
-            atty,
-            ln2,
-            ln2_mean,
-            ln2_rstd,
-            fch,
-            fch_gelu,
-            lnf,
-            lnf_mean,
-            lnf_rstd,
-            logits,
-            dres,
-            dln,
-            dfch,
-            dqkv,
-            datt,
-            pack,
-            ..
-        } = ws;
-        let (dres, dln, dfch) = (&mut dres[..tc], &mut dln[..tc], &mut dfch[..tf]);
-        let (dqkv, datt) = (&mut dqkv[..3 * tc], &mut datt[..t * t]);
+        let (dres, dln, dfch) = (&mut ws.dres[..tc], &mut ws.dln[..tc], &mut ws.dfch[..tf]);
+        let (dqkv, datt) = (&mut ws.dqkv[..3 * tc], &mut ws.datt[..t * t]);
 
         let (gwte, _) = pair_mut(grads, self.wte, self.wpe);
-        ops::projection_backward(Linear { t, c, oc: v }, dln, gwte, &logits[..t * v], &lnf[..tc], p(self.wte));
+        ops::projection_backward(Linear { t, c, oc: v }, dln, gwte, &ws.logits[..t * v], &ws.lnf[..tc], p(self.wte));
         dres.fill(0.0);
         let (gw, gb) = pair_mut(grads, self.lnfw, self.lnfb);
-        let xf = &res[self.blocks.len() * tm * c..][..tc];
-        ops::layernorm_backward(dres, gw, gb, dln, xf, p(self.lnfw), &lnf_mean[..t], &lnf_rstd[..t]);
+        let xf = &ws.res[self.blocks.len() * tm * c..][..tc];
+        ops::layernorm_backward(dres, gw, gb, dln, xf, p(self.lnfw), &ws.lnf_mean[..t], &ws.lnf_rstd[..t]);
 
         for (l, blk) in self.blocks.iter().enumerate().rev() {
             let r = LayerRanges::new(&self.config, l, t, tm);
-            let x = &res[r.x.clone()];
-            let (h1, m1, r1) = (&ln1[r.tc.clone()], &ln1_mean[r.t.clone()], &ln1_rstd[r.t.clone()]);
-            let (q, a, ay) = (&qkv[r.qkv.clone()], &att[r.att.clone()], &atty[r.tc.clone()]);
-            let (xm, h2) = (&mid[r.tc.clone()], &ln2[r.tc.clone()]);
-            let (m2, r2) = (&ln2_mean[r.t.clone()], &ln2_rstd[r.t.clone()]);
-            let (fh, fg) = (&fch[r.tf.clone()], &fch_gelu[r.tf.clone()]);
+            let x = &ws.res[r.x.clone()];
+            let (h1, m1, r1) = (&ws.ln1[r.tc.clone()], &ws.ln1_mean[r.t.clone()], &ws.ln1_rstd[r.t.clone()]);
+            let (q, a, ay) = (&ws.qkv[r.qkv.clone()], &ws.att[r.att.clone()], &ws.atty[r.tc.clone()]);
+            let (xm, h2) = (&ws.mid[r.tc.clone()], &ws.ln2[r.tc.clone()]);
+            let (m2, r2) = (&ws.ln2_mean[r.t.clone()], &ws.ln2_rstd[r.t.clone()]);
+            let (fh, fg) = (&ws.fch[r.tf.clone()], &ws.fch_gelu[r.tf.clone()]);
 
             // dres holds d(loss)/d(block output); it flows unchanged to the
             // block input through both residual adds, plus each branch's share.
@@ -524,7 +488,7 @@ impl Transformer {
 
             let (gw, gb) = pair_mut(grads, blk.projw, blk.projb);
             ops::matmul_backward(Linear { t, c, oc: c }, dln, gw, Some(gb), dres, ay, p(blk.projw));
-            ops::attention_backward(Attention { t, c, heads }, dqkv, datt, dln, q, a, pack);
+            ops::attention_backward(Attention { t, c, heads }, dqkv, datt, dln, q, a, &mut ws.pack);
             let (gw, gb) = pair_mut(grads, blk.qkvw, blk.qkvb);
             ops::matmul_backward(Linear { t, c, oc: 3 * c }, dln, gw, Some(gb), dqkv, h1, p(blk.qkvw));
             let (gw, gb) = pair_mut(grads, blk.ln1w, blk.ln1b);
