@@ -141,13 +141,13 @@ fn a_checkpoint_round_trip_gives_the_identical_loss_and_continues_identically() 
 
     let read = checkpoint::read_metadata(&path).unwrap();
     assert_eq!(transformer_config_from(&read).unwrap(), tiny());
-    let (m2, _) = model(transformer_config_from(&read).unwrap());
-    let loaded = checkpoint::load(&path, m2.as_ref()).unwrap();
+    let (m2, loaded) = checkpoint::load_transformer(&path).unwrap();
+    assert_eq!(*m2.0.config(), tiny());
     assert!(same_bits(&loaded.params, &p));
     assert_eq!(loaded.state.as_ref(), Some(&st));
     let mut p2 = loaded.params;
     let mut st2 = loaded.state.unwrap();
-    let mut t2 = ThreadedTrainer::new(m2, &cfg, data.clone(), 1).unwrap();
+    let mut t2 = ThreadedTrainer::new(Arc::new(m2), &cfg, data.clone(), 1).unwrap();
     assert_eq!(t.evaluate(&mut p, &data).unwrap(), t2.evaluate(&mut p2, &data).unwrap());
     let (e1, e2) = (t.train_epoch(&mut p, &mut st).unwrap(), t2.train_epoch(&mut p2, &mut st2).unwrap());
     assert_eq!(e1.mean_loss, e2.mean_loss);

@@ -9,7 +9,7 @@
 
 use super::{c_str, deref, guard};
 use crate::error::{invalid, Error, Result};
-use crate::training::checkpoint::{self, transformer_config_from, transformer_metadata};
+use crate::training::checkpoint::{self, transformer_metadata};
 use crate::training::generate::generate;
 use crate::training::{GradientModel, Transformer, TransformerConfig, TransformerModel};
 use parking_lot::Mutex;
@@ -212,9 +212,7 @@ pub unsafe extern "C" fn cllm_model_load(path: *const c_char) -> *mut CLLMModel 
     guard(std::ptr::null_mut(), || {
         // SAFETY: per the contract.
         let path = Path::new(unsafe { c_str(path, "path") }?);
-        let config = transformer_config_from(&checkpoint::read_metadata(path)?)?;
-        let net = TransformerModel(Arc::new(Transformer::new(config)?));
-        let loaded = checkpoint::load(path, &net)?;
+        let (net, loaded) = checkpoint::load_transformer(path)?;
         Ok(into_handle(ModelCore { net, params: Mutex::new(loaded.params) }))
     })
 }

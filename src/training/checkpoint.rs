@@ -2,14 +2,15 @@
 //! optimizer state as `optimizer.m.<name>` / `optimizer.v.<name>`, and the
 //! model configuration and step count as string metadata.
 
-use super::model::{GradientModel, ParamTensor};
+use super::model::{GradientModel, ParamTensor, TransformerModel};
 use super::optim::OptimizerKind;
 use super::trainer::OptimizerState;
-use super::transformer::TransformerConfig;
+use super::transformer::{Transformer, TransformerConfig};
 use crate::error::{invalid, Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Value of the `format` metadata key.
 pub const CHECKPOINT_FORMAT: &str = "cllm-checkpoint-1";
@@ -114,8 +115,27 @@ fn metadata_of(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
 pub fn load(path: &Path, model: &dyn GradientModel) -> Result<CheckpointContents> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
     let metadata = metadata_of(path, &bytes)?;
-    let st =
-        SafeTensors::deserialize(&bytes).map_err(|e| invalid!("{}: malformed safetensors: {e}", path.display()))?;
+    load_bytes(path, &bytes, metadata, model)
+}
+
+/// Loads a transformer checkpoint whole: the model built from the
+/// configuration in its metadata, and its contents (one read of the file).
+pub fn load_transformer(path: &Path) -> Result<(TransformerModel, CheckpointContents)> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let metadata = metadata_of(path, &bytes)?;
+    let model = TransformerModel(Arc::new(Transformer::new(transformer_config_from(&metadata)?)?));
+    let contents = load_bytes(path, &bytes, metadata, &model)?;
+    Ok((model, contents))
+}
+
+/// [`load`] of a file already read and its metadata already checked.
+fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    metadata: HashMap<String, String>,
+    model: &dyn GradientModel,
+) -> Result<CheckpointContents> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| invalid!("{}: malformed safetensors: {e}", path.display()))?;
     let n = model.num_params();
     let tensors = model.tensors();
     let optimizer = metadata.get("optimizer").map(|s| OptimizerKind::parse(s)).transpose()?;

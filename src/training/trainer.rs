@@ -504,11 +504,7 @@ impl ThreadedTrainer {
                 return Err(invalid!("sequence length {} exceeds the model's max_seq_len {max}", data.seq_len()));
             }
         }
-        if let Some(vocab) = model.vocab_size() {
-            if let Some((i, &t)) = data.tokens().iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
-                return Err(invalid!("token {t} at position {i} is outside the vocabulary of {vocab}"));
-            }
-        }
+        check_tokens(model.as_ref(), &data)?;
         let steps_per_epoch = data.num_batches().div_ceil(config.accumulation_steps) as u64;
         let schedule = config.schedule(steps_per_epoch);
         schedule.validate()?;
@@ -666,11 +662,7 @@ impl ThreadedTrainer {
                 self.data.seq_len()
             ));
         }
-        if let Some(vocab) = self.shared.model.vocab_size() {
-            if let Some(&t) = data.tokens().iter().find(|&&t| t as usize >= vocab) {
-                return Err(invalid!("token {t} is outside the vocabulary of {vocab}"));
-            }
-        }
+        check_tokens(self.shared.model.as_ref(), data)?;
         // SAFETY: no phase runs while the caller holds `&mut self`.
         std::mem::swap(unsafe { self.shared.params.whole() }, params);
         let result = catch_unwind(AssertUnwindSafe(|| self.evaluate_inner(data)));
@@ -873,6 +865,15 @@ fn slot_count(n: usize, units: usize, threads: usize, config: &TrainingConfig) -
         )));
     }
     Ok(units.min((config.gradient_memory_bytes / slot_bytes).max(threads)).min(fit).max(1))
+}
+
+/// Every token of `data` within the model's vocabulary, if it has one.
+fn check_tokens(model: &dyn GradientModel, data: &BatchIterator) -> Result<()> {
+    let Some(vocab) = model.vocab_size() else { return Ok(()) };
+    match data.tokens().iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+        Some((i, t)) => Err(invalid!("token {t} at position {i} is outside the vocabulary of {vocab}")),
+        None => Ok(()),
+    }
 }
 
 /// `n` zeros, or an error instead of an abort when memory runs out.

@@ -465,10 +465,8 @@ fn save_and_reload(
     let config = *model.0.config();
     checkpoint::save(path, model, params, Some((state, kind)), &checkpoint::transformer_metadata(&config))
         .map_err(e)?;
-    let loaded_config = checkpoint::transformer_config_from(&checkpoint::read_metadata(path).map_err(e)?).map_err(e)?;
-    let loaded_model = TransformerModel(Arc::new(Transformer::new(loaded_config).map_err(e)?));
-    let contents = checkpoint::load(path, &loaded_model).map_err(e)?;
-    let same = loaded_config == config
+    let (loaded_model, contents) = checkpoint::load_transformer(path).map_err(e)?;
+    let same = *loaded_model.0.config() == config
         && contents.params.len() == params.len()
         && contents.params.iter().zip(params).all(|(a, b)| a.to_bits() == b.to_bits())
         && contents.state.as_ref().map(|st| st.step) == Some(state.step);
